@@ -1,0 +1,56 @@
+"""Integer number formats: bit-width, signedness, narrow range, and how codes are stored (encoding)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from nnchip.core.errors import ConfigError
+
+MAX_BITS = 16  # quantized tensors; accumulators have their own, wider, declared width
+
+
+class Encoding(str, Enum):
+    """How a stored code maps to the integer value that takes part in arithmetic.
+
+    TWOS_COMPLEMENT  value = code as a two's complement integer of `bits` bits
+    BIPOLAR          1 bit: code 0 -> -1, code 1 -> +1
+    TERNARY          2 bits, two's complement restricted to {-1, 0, +1}
+    MIDRISE          value = 2*code - (2^bits - 1): odd integers, no zero level (DoReFa-style weights)
+    POWER_OF_TWO     code = sign bit (MSB) | exponent field; exponent field 0 -> value 0,
+                     e >= 1 -> value ±2^(e-1)
+    """
+
+    TWOS_COMPLEMENT = "twos_complement"
+    BIPOLAR = "bipolar"
+    TERNARY = "ternary"
+    MIDRISE = "midrise"
+    POWER_OF_TWO = "power_of_two"
+
+
+@dataclass(frozen=True)
+class IntSpec:
+    """An integer tensor type: `bits` wide, signed or not, optionally narrow (no most-negative code)."""
+
+    bits: int
+    signed: bool = True
+    narrow: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 1 <= self.bits <= 32:
+            raise ConfigError(f"IntSpec.bits must be an integer in 1..32, got {self.bits!r}")
+        if self.narrow and not self.signed:
+            raise ConfigError("IntSpec.narrow applies to signed types only")
+
+    @property
+    def qmin(self) -> int:
+        if not self.signed:
+            return 0
+        return -(2 ** (self.bits - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def qmax(self) -> int:
+        return 2**self.bits - 1 if not self.signed else 2 ** (self.bits - 1) - 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {"bits": self.bits, "signed": self.signed, "narrow": self.narrow}

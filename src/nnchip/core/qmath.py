@@ -1,0 +1,82 @@
+"""Pure quantization math on real tensors (fake-quant, ranges, STE). Integer-only math is in `intmath`.
+
+Conventions (see docs/integer-semantics.md):
+    quantize      q  = clip(round(x / s) + z, qmin, qmax)
+    dequantize    x̂  = s · (q − z)
+    fake-quant    x̂  = s · (clip(round(x / s) + z, qmin, qmax) − z)
+`round` is torch.round (ties to even) unless a function says otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """round(x) in the forward pass, identity gradient in the backward pass (straight-through)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def floor_ste(x: Tensor) -> Tensor:
+    """floor(x) forward, identity gradient backward."""
+    return x + (torch.floor(x) - x).detach()
+
+
+def grad_scale(x: Tensor, factor: float) -> Tensor:
+    """Value of x, gradient multiplied by `factor` (LSQ's step-size gradient scaling)."""
+    scaled = x * factor
+    return (x - scaled).detach() + scaled
+
+
+def quantize_affine(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+    """q = clip(round(x / s) + z, qmin, qmax), returned as an integer-valued float tensor."""
+    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+
+
+def dequantize_affine(q: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
+    """x̂ = s · (q − z)."""
+    return scale * (q - zero_point)
+
+
+def fake_quantize_affine(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+    """s · (clip(round_ste(x / s) + z, qmin, qmax) − z): STE inside the range, zero gradient outside.
+
+    Gradients flow to `scale` and (if it requires grad) `zero_point` as LSQ/LSQ+ define them:
+    d x̂/d s = round(x/s) − x/s inside the range, qmin−z or qmax−z outside.
+    """
+    q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
+    return scale * (q - zero_point)
+
+
+def range_to_scale_zero_point(
+    lo: Tensor, hi: Tensor, qmin: int, qmax: int, *, symmetric: bool, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
+    """Scale and integer zero point that map [lo, hi] (widened to contain 0) onto [qmin, qmax].
+
+    symmetric:  z = 0 (or the midpoint code for unsigned grids), s = max(|lo|, |hi|) / Q_P
+                where Q_P = qmax for signed grids (narrow or not) — the "divide by Q_P" convention.
+    asymmetric: s = (hi − lo) / (qmax − qmin), z = clip(qmin − round(lo / s), qmin, qmax)
+    """
+    lo = torch.clamp(lo, max=0.0)
+    hi = torch.clamp(hi, min=0.0)
+    if symmetric:
+        amax = torch.maximum(-lo, hi)
+        if qmin < 0:
+            scale = torch.clamp(amax / qmax, min=eps)
+            return scale, torch.zeros_like(scale)
+        # unsigned symmetric: a non-negative tensor, zero point 0, full unsigned range
+        scale = torch.clamp(hi / qmax, min=eps)
+        return scale, torch.zeros_like(scale)
+    scale = torch.clamp((hi - lo) / (qmax - qmin), min=eps)
+    zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+    return scale, zero_point
+
+
+def sqnr_db(reference: Tensor, approx: Tensor) -> float:
+    """Signal-to-quantization-noise ratio 10·log10(Σ ref² / Σ (ref − approx)²) in dB (inf if equal)."""
+    noise = torch.sum((reference.double() - approx.double()) ** 2)
+    signal = torch.sum(reference.double() ** 2)
+    if noise == 0:
+        return float("inf")
+    return float(10.0 * torch.log10(signal / noise))
