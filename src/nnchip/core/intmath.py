@@ -9,7 +9,7 @@ reader re-implements them independently.
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 from nnchip.core.errors import ConversionError
 
 
-class Rounding(str, Enum):
+class Rounding(StrEnum):
     HALF_UP = "half_up"  # asr(v + 2^(n-1), n): ties towards +inf (canonical)
     HALF_AWAY = "half_away"  # sign(v) · asr(|v| + 2^(n-1), n)
     HALF_EVEN = "half_even"  # nearest, ties to even

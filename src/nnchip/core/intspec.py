@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from nnchip.core.errors import ConfigError
 
 MAX_BITS = 16  # quantized tensors; accumulators have their own, wider, declared width
 
 
-class Encoding(str, Enum):
+class Encoding(StrEnum):
     """How a stored code maps to the integer value that takes part in arithmetic.
 
     TWOS_COMPLEMENT  value = code as a two's complement integer of `bits` bits
