@@ -77,6 +77,7 @@ def isqrt(v: Tensor) -> Tensor:
     x = torch.where(v == 0, torch.ones_like(v), x)
     while True:
         nxt = torch.minimum(x, (x + div_floor(v, x)) >> 1)
+        nxt = torch.where(v == 0, torch.ones_like(v), nxt)  # keep the divisor non-zero; fixed below
         if torch.equal(nxt, x):
             break
         x = nxt

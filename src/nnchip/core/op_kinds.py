@@ -10,7 +10,6 @@ Kinds used by every stage (quantize, prune, vq, lower, hw):
 
 from __future__ import annotations
 
-import builtins
 import operator
 
 import torch
@@ -94,12 +93,12 @@ def classify_node(gm: fx.GraphModule, node: fx.Node) -> str:
             if type(module) is module_type:
                 return module_kind
         return _unsupported(gm, node)
-    if node.meta.get("nnchip_shape") is None and node.op in ("call_function", "call_method"):
-        if node.target in (builtins.getattr, operator.getitem, "size", "dim") or node.target in ("unbind", "chunk",
-                                                                                                  "split"):
-            return "meta" if node.target not in ("unbind", "chunk", "split") else METHOD_KINDS[str(node.target)]
+    if node.meta.get("nnchip_shape") is None:  # a non-tensor result: shapes, sizes, tuples of tensors
         if node.target in (torch.unbind, torch.chunk, torch.split):
             return FUNCTION_KINDS[node.target]
+        if node.op == "call_method" and node.target in ("unbind", "chunk", "split"):
+            return METHOD_KINDS[str(node.target)]
+        return "meta"
     arithmetic = _ARITHMETIC.get(node.target) if node.op in ("call_function", "call_method") else None  # type: ignore[arg-type]
     if arithmetic is not None:
         return _classify_arithmetic(gm, node, arithmetic)
