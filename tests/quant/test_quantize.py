@@ -117,7 +117,8 @@ def test_group_size_must_divide_the_layer() -> None:
 
 def test_group_granularity_shares_scales_within_groups() -> None:
     spec = QuantSpec(bits=4, granularity="group", group_size=2, narrow=True)
-    qmodel = quantize(TinyResNet(), QuantConfig(weight=spec, first_last_bits=None), example_inputs=torch.randn(1, 3, 8, 8))
+    cfg = QuantConfig(weight=spec, first_last_bits=None)
+    qmodel = quantize(TinyResNet(), cfg, example_inputs=torch.randn(1, 3, 8, 8))
     scale = qmodel.gm.get_submodule("layer1.0.conv1").weight_quantizer.get_scale().flatten()
     assert torch.equal(scale.reshape(-1, 2), scale.reshape(-1, 2)[:, :1].expand(-1, 2))
     assert not torch.equal(scale[0::2], scale[0::2].roll(1))
