@@ -1,0 +1,398 @@
+"""Issue-2 benchmark on CIFAR-10: float vs PTQ (every method) vs QAT vs Brevitas PTQ, and QAT step-time ratios.
+
+For each reference checkpoint (ResNet-20, small ViT), on the same checkpoint and the same calibration images:
+  float top-1; W8A8 PTQ; W4A4 PTQ with each PTQ method; W4A4 QAT and W2A2 QAT (short, from PTQ init, with
+  distillation from the float model); Brevitas PTQ W8A8 and W4A4 with its strongest published flow
+  (per-channel weights, graph equalisation, GPTQ with act-order, bias correction, first/last layer 8 bits);
+  QAT step time ÷ float step time for nnchip and Brevitas (median of 50 steps after 10 warm-up, batch 128).
+W4A4 (ours): every conv/linear weight and every conv/linear/matmul input at 4 bits, first and last layer at
+8 bits, every other tensor (residual adds, LayerNorm/softmax/GELU inputs, softmax output, logits) 8 bits.
+
+    python benchmarks/bench_quant_cifar.py --threads 2 [--models resnet20_cifar10,vit_...] [--qat-steps 300]
+Writes OUT/summary.json (one record per row) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import math
+import statistics
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+# ---- data ------------------------------------------------------------------------------------------
+def load_cifar(path: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(train_x, train_y, test_x, test_y): uint8 (N, 3, 32, 32) images and int64 labels.
+
+    Uses nnchip.data's reader when it provides one, else decodes the ImageFolder .tar.gz here (cached)."""
+    try:
+        from nnchip.data import load_cifar10_tar  # type: ignore[attr-defined]
+
+        return load_cifar10_tar(path)  # type: ignore[no-any-return]
+    except (ImportError, TypeError, AttributeError):
+        pass
+    cache = Path.home() / ".cache" / "nnchip" / "bench_cifar10_uint8.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        return (torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"]), torch.from_numpy(z["test_x"]),
+                torch.from_numpy(z["test_y"]))
+    if not path.is_file():
+        raise SystemExit(f"CIFAR-10 archive not found: {path}")
+    from PIL import Image
+
+    splits: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "test": ([], [])}
+    with tarfile.open(path, "r:gz") as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name)
+        classes = sorted({Path(m.name).parent.name for m in members})
+        for m in members:
+            parts = Path(m.name).parts
+            split = "train" if "train" in parts else "test"
+            data = tar.extractfile(m).read()  # type: ignore[union-attr]
+            img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+            splits[split][0].append(img)
+            splits[split][1].append(classes.index(Path(m.name).parent.name))
+    arrays = {f"{s}_x": np.stack(splits[s][0]) for s in splits} | {
+        f"{s}_y": np.asarray(splits[s][1], dtype=np.int64) for s in splits}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.rename(cache)
+    return (torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]),
+            torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"]))
+
+
+def normalize(x_uint8: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    x = x_uint8.float() / 255.0
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Random crop (pad 4) and horizontal flip, per batch (cheap; QAT only)."""
+    padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
+    i, j = torch.randint(0, 9, (2,), generator=generator).tolist()
+    out = padded[:, :, i:i + 32, j:j + 32]
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+
+
+# ---- models ----------------------------------------------------------------------------------------
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Zoo model named in the checkpoint's nnchip metadata, with the checkpoint's weights (safetensors)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from nnchip.models import build  # type: ignore[attr-defined]
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("nnchip", "{}"))
+    name = meta.get("model") or meta.get("name") or path.stem.replace("_cifar10", "")
+    kwargs = dict(meta.get("model_kwargs") or meta.get("build_kwargs") or {})
+    kwargs.setdefault("num_classes", 10)
+    model = build(name, **kwargs)
+    state = load_file(str(path))
+    model.load_state_dict(state)
+    return model.eval(), {"name": name, **meta}
+
+
+def top1(model: nn.Module, x: Tensor, y: Tensor, mean: tuple, std: tuple, batch: int = 500) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            correct += int((model(normalize(x[i:i + batch], mean, std)).argmax(1) == y[i:i + batch]).sum())
+    return correct / x.shape[0]
+
+
+# ---- nnchip ----------------------------------------------------------------------------------------
+def act_observer() -> str:
+    from nnchip.quant import OBSERVERS
+
+    for name in ("mse", "percentile", "minmax"):
+        if name in OBSERVERS:
+            return name
+    return "minmax"
+
+
+def quant_config(w_bits: int, a_bits: int, quantizer: str) -> Any:
+    from nnchip.quant import QuantConfig, QuantSpec, default_weight_spec
+
+    weight = default_weight_spec(w_bits, quantizer)
+    act = QuantSpec(bits=a_bits, quantizer=quantizer, observer=act_observer(), signed=False, symmetric=False)
+    return QuantConfig(weight=weight, act=act, other_bits=8, first_last_bits=8, softmax_bits=8, output_bits=8)
+
+
+def nnchip_ptq(model: nn.Module, calib: Tensor, w_bits: int, a_bits: int, methods: list[str], iterations: int,
+               quantizer: str = "minmax") -> nn.Module:
+    from nnchip.quant import quantize
+    from nnchip.quant.ptq import ptq
+
+    qmodel = quantize(model, quant_config(w_bits, a_bits, quantizer), example_inputs=calib[:2])
+    ptq(qmodel, calib.split(128), methods, iterations=iterations)
+    return qmodel
+
+
+def qat(student: nn.Module, teacher: nn.Module, train_x: Tensor, train_y: Tensor, mean: tuple, std: tuple,
+        steps: int, lr: float, seed: int) -> None:
+    """Short QAT with distillation: SGD (momentum 0.9, cosine), batch 128, crop+flip, 0.5·CE + 0.5·KL."""
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    student.train()
+    for step in range(steps):
+        idx = torch.randint(0, train_x.shape[0], (128,), generator=generator)
+        x = augment(normalize(train_x[idx], mean, std), generator)
+        y = train_y[idx]
+        with torch.no_grad():
+            soft = F.softmax(teacher(x), dim=1)
+        logits = student(x)
+        loss = 0.5 * F.cross_entropy(logits, y) + 0.5 * F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean")
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    student.eval()
+
+
+# ---- Brevitas ----------------------------------------------------------------------------------------
+def brevitas_quantize(model: nn.Module, w_bits: int, a_bits: int, num_classes: int, in_channels: int = 3,
+                      equalize: bool = True) -> nn.Module:
+    """Brevitas layerwise quantization (inputs and weights of every conv/linear), per-channel float-scale
+    weights, per-tensor activations (99.999 percentile), graph equalisation; first/last layer at 8 bits."""
+    from brevitas.graph.quantize import layerwise_quantize, preprocess_for_quantize
+    from brevitas.inject import value
+    from brevitas_examples.imagenet_classification.ptq.ptq_common import create_quant_maps
+
+    def is_edge(module: nn.Module) -> bool:
+        return (isinstance(module, nn.Conv2d) and module.in_channels == in_channels) or (
+            isinstance(module, nn.Linear) and module.out_features == num_classes)
+
+    @value
+    def weight_bits(module: nn.Module) -> int:
+        return 8 if is_edge(module) else w_bits
+
+    @value
+    def act_bits(module: nn.Module) -> int:
+        return 8 if is_edge(module) else a_bits
+
+    prepared = preprocess_for_quantize(copy.deepcopy(model), equalize_iters=20 if equalize else 0,
+                                       equalize_merge_bias=True, merge_bn=True)
+    _, layer_map, _, _ = create_quant_maps(
+        dtype=torch.float32, bias_bit_width=32, weight_bit_width=weight_bits, weight_param_method="stats",
+        weight_scale_type="float_scale", weight_quant_type="sym", weight_quant_granularity="per_channel",
+        weight_narrow_range=True, weight_quant_format="int", act_quant_format="int", act_bit_width=act_bits,
+        act_scale_type="float_scale", act_scale_computation_type="static", act_param_method="stats",
+        act_quant_type="sym", act_quant_granularity="per_tensor", act_quant_percentile=99.999)
+    return layerwise_quantize(prepared, compute_layer_map=layer_map)
+
+
+def brevitas_ptq(model: nn.Module, calib: Tensor, w_bits: int, a_bits: int, num_classes: int) -> nn.Module:
+    from brevitas_examples.imagenet_classification.ptq.ptq_common import (
+        apply_bias_correction,
+        apply_gptq,
+        calibrate,
+    )
+
+    qmodel = brevitas_quantize(model, w_bits, a_bits, num_classes).eval()
+    loader = [(x, torch.zeros(x.shape[0], dtype=torch.long)) for x in calib.split(64)]
+    with torch.no_grad():
+        qmodel(calib[:8])
+    calibrate(loader, qmodel)
+    apply_gptq(loader, qmodel, act_order=True)
+    apply_bias_correction(loader, qmodel)
+    return qmodel.eval()
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+def median_step_seconds(model: nn.Module, x: Tensor, y: Tensor, warmup: int = 10, steps: int = 50) -> float:
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    model.eval()
+    return statistics.median(times)
+
+
+# ---- driver ----------------------------------------------------------------------------------------
+def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], emit: Callable[[dict], None]) -> None:
+    train_x, train_y, test_x, test_y = data
+    model, meta = load_checkpoint(ckpt)
+    name = meta["name"]
+    mean = tuple(meta.get("mean", CIFAR_MEAN))
+    std = tuple(meta.get("std", CIFAR_STD))
+    generator = torch.Generator().manual_seed(args.seed)
+    calib_idx = torch.randperm(train_x.shape[0], generator=generator)[:args.calib]
+    calib = normalize(train_x[calib_idx], mean, std)
+    if args.test_images < test_x.shape[0]:  # a fixed random subset (the archive is sorted by class)
+        keep = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(args.seed))[:args.test_images]
+        test_x, test_y = test_x[keep], test_y[keep]
+    n_test = int(test_x.shape[0])
+    float_acc = top1(model, test_x, test_y, mean, std)
+    is_vit = any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention)) for m in model.modules())
+
+    def row(method: str, w: int | None, a: int | None, acc: float, seconds: float, **extra: Any) -> None:
+        emit({"model": name, "method": method, "w_bits": w, "a_bits": a, "acc": acc, "float_acc": float_acc,
+              "delta_pp": None if acc is None else 100 * (acc - float_acc), "n_test": n_test,
+              "seconds": round(seconds, 1), "checkpoint": str(ckpt.relative_to(REPO)) if ckpt.is_relative_to(REPO)
+              else str(ckpt), **extra})
+
+    row("float", None, None, float_acc, 0.0)
+    observer = act_observer()
+    w4_methods = list(args.ptq_w4)
+    if is_vit:
+        w4_methods.append("smoothquant,qdrop")
+    for bits, method_list in ((8, args.ptq_w8), (4, w4_methods)):
+        for methods in method_list:
+            start = time.perf_counter()
+            try:
+                qmodel = nnchip_ptq(model, calib, bits, bits, methods.split(","), args.ptq_iterations)
+                acc = top1(qmodel, test_x, test_y, mean, std)
+                row(f"nnchip PTQ {methods}", bits, bits, acc, time.perf_counter() - start,
+                    act_observer=observer, ptq_iterations=args.ptq_iterations)
+            except Exception as exc:  # noqa: BLE001  (a benchmark row records its failure and goes on)
+                row(f"nnchip PTQ {methods}", bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
+    for bits in args.qat_bits:
+        start = time.perf_counter()
+        try:
+            qmodel = nnchip_ptq(model, calib, bits, bits, ["calibrate"], args.ptq_iterations, quantizer="lsq")
+            qat(qmodel, model, train_x, train_y, mean, std, args.qat_steps, args.qat_lr, args.seed)
+            acc = top1(qmodel, test_x, test_y, mean, std)
+            row("nnchip QAT (LSQ, KD)", bits, bits, acc, time.perf_counter() - start, qat_steps=args.qat_steps,
+                qat_epochs=round(args.qat_steps * 128 / train_x.shape[0], 2), act_observer=observer)
+        except Exception as exc:  # noqa: BLE001
+            row("nnchip QAT (LSQ, KD)", bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
+    if not args.skip_brevitas:
+        for bits in (8, 4):
+            start = time.perf_counter()
+            try:
+                bq = brevitas_ptq(model, calib, bits, bits, num_classes=10)
+                acc = top1(bq, test_x, test_y, mean, std)
+                row("Brevitas PTQ (layerwise, per-channel, graph-eq, GPTQ act-order, bias corr)", bits, bits, acc,
+                    time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001
+                row("Brevitas PTQ", bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
+    if not args.skip_timing:
+        timing(model, name, calib, emit, args)
+
+
+def timing(model: nn.Module, name: str, calib: Tensor, emit: Callable[[dict], None], args: argparse.Namespace) -> None:
+    from nnchip.quant import quantize
+
+    x = calib[:128]
+    y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(0))
+    float_model = copy.deepcopy(model)
+    float_s = median_step_seconds(float_model, x, y)
+    record: dict[str, Any] = {"model": name, "method": "QAT step time", "batch": 128, "threads": args.threads,
+                              "float_step_s": float_s}
+    qmodel = quantize(model, quant_config(4, 4, "lsq"), example_inputs=x[:2])
+    with torch.no_grad():
+        qmodel.eval()
+        qmodel(x)
+    ours = median_step_seconds(qmodel, x, y)
+    record.update(nnchip_w4a4_step_s=ours, nnchip_ratio=ours / float_s)
+    if not args.skip_brevitas:
+        try:
+            bq = brevitas_quantize(model, 4, 4, num_classes=10, equalize=False)
+            with torch.no_grad():
+                bq.eval()
+                bq(x)
+            theirs = median_step_seconds(bq, x, y)
+            record.update(brevitas_w4a4_step_s=theirs, brevitas_ratio=theirs / float_s)
+        except Exception as exc:  # noqa: BLE001
+            record.update(brevitas_error=_one_line(exc))
+    emit(record)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", nargs="*", type=Path,
+                        help="safetensors checkpoints (default: benchmarks/checkpoints/*_cifar10.safetensors)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=REPO / "nnchip-out" / "bench_quant_cifar")
+    parser.add_argument("--calib", type=int, default=512)
+    parser.add_argument("--test-images", type=int, default=10000)
+    parser.add_argument("--ptq-iterations", type=int, default=300)
+    parser.add_argument("--ptq-w8", nargs="*", default=["calibrate", "calibrate,bias_correction"])
+    parser.add_argument("--ptq-w4", nargs="*",
+                        default=["calibrate", "calibrate,bias_correction", "adaround", "brecq", "qdrop"])
+    parser.add_argument("--qat-bits", nargs="*", type=int, default=[4, 2])
+    parser.add_argument("--qat-steps", type=int, default=300)
+    parser.add_argument("--qat-lr", type=float, default=0.01)
+    parser.add_argument("--skip-brevitas", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    checkpoints = args.checkpoints or sorted((REPO / "benchmarks" / "checkpoints").glob("*cifar10*.safetensors"))
+    if not checkpoints:
+        print("no checkpoints found under benchmarks/checkpoints", file=sys.stderr)
+        return 2
+    data = load_cifar(args.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+
+    def emit(record: dict) -> None:
+        records.append(record)
+        print(json.dumps(record), flush=True)
+        tmp = args.out / "summary.json.tmp"
+        tmp.write_text(json.dumps(records, indent=1))
+        tmp.replace(args.out / "summary.json")
+
+    for ckpt in checkpoints:
+        run_model(ckpt, args, data, emit)
+    print(markdown_table(records))
+    return 0
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| model | method | W/A bits | top-1 % | Δ vs float (pp) | time (s) |", "|---|---|---|---|---|---|"]
+    for r in records:
+        if r.get("method") == "QAT step time":
+            continue
+        acc = "error: " + r["error"] if r.get("acc") is None else f"{100 * r['acc']:.2f}"
+        bits = "float" if r["w_bits"] is None else f"W{r['w_bits']}A{r['a_bits']}"
+        delta = "" if r.get("delta_pp") is None else f"{r['delta_pp']:+.2f}"
+        lines.append(f"| {r['model']} | {r['method']} | {bits} | {acc} | {delta} | {r['seconds']} |")
+    for r in records:
+        if r.get("method") == "QAT step time":
+            b = f"{r['brevitas_ratio']:.2f}×" if "brevitas_ratio" in r else r.get("brevitas_error", "n/a")
+            lines.append(f"\nQAT step ÷ float step, {r['model']} (batch 128, {r['threads']} threads, median of 50): "
+                         f"nnchip {r['nnchip_ratio']:.2f}×, Brevitas {b} "
+                         f"(float step {1000 * r['float_step_s']:.0f} ms)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
