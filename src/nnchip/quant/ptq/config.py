@@ -29,6 +29,8 @@ class PTQConfig:
     warmup            fraction of iterations without the rounding regulariser
     weight_scale_search    before learning the rounding, choose each weight scale (per channel) by a
                       clip-ratio search minimising ‖W − Q(W)‖_p (p = 2.4), as AdaRound/BRECQ do
+    act_scale_search  brecq/qdrop: before reconstructing a block, shrink each activation quantizer's
+                      calibrated range by the clip ratio minimising ‖x − Q(x)‖_p on the block's inputs
     """
 
     methods: tuple[str, ...] = ("calibrate",)
@@ -45,6 +47,7 @@ class PTQConfig:
     beta_end: float = 2.0
     warmup: float = 0.2
     weight_scale_search: bool = True
+    act_scale_search: bool = True
 
     def __post_init__(self) -> None:
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
@@ -69,8 +72,9 @@ class PTQConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"PTQConfig.{name} must be a number in [0, 1], got {value!r}")
-        if not isinstance(self.weight_scale_search, bool):
-            raise ConfigError(f"PTQConfig.weight_scale_search must be true or false, got {self.weight_scale_search!r}")
+        for name in ("weight_scale_search", "act_scale_search"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"PTQConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

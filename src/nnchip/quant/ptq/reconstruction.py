@@ -4,7 +4,9 @@ For each block (blocks.py: residual blocks, ViT attention/MLP sub-blocks, else s
     min  ‖block_q(x_in) − block_fp(x_fp)‖²  +  λ·Σ_layers f_reg(V)
 over the rounding variables V of every conv/linear in the block (Adam, `lr`) and the step size of every
 activation quantizer in the block (LSQ-style gradient through the fake-quant, Adam, `act_lr`, cosine
-decay), including the block's output quantizer. x_in = x̃ (the quantized network's input) for BRECQ;
+decay), including the block's output quantizer. Before that, weight scales get a per-channel clip search
+and activation ranges a clip search on the block's inputs (p = 2.4, as BRECQ initialises its steps).
+x_in = x̃ (the quantized network's input) for BRECQ;
 QDrop mixes x_in = where(u < p, x̃, x_fp) element-wise and, inside the block, every activation quantizer
 keeps its quantized value with probability p (forward hooks), with p = `qdrop_prob`; at inference p = 1.
 Budget: `iterations` steps per block on mini-batches of `batch_size` (defaults 300 × 32); the loss is
@@ -48,6 +50,8 @@ def reconstruct_block(block: Block, data: BlockData, config: PTQConfig, keep_pro
     if config.weight_scale_search:
         for layer in layers:
             search_weight_scale(layer.weight_quantizer, layer.weight.detach())
+    if config.act_scale_search:
+        search_activation_scales(block, data.x_q, config.eval_batch_size)
     steps = [s for s in (_learnable_step(q) for _, q in block.act_quantizers) if s is not None]
     with learned_rounding(layers) as roundings, _steps_trainable(steps), _quantization_drop(block, keep_prob):
         groups = []
@@ -78,6 +82,43 @@ def reconstruct_block(block: Block, data: BlockData, config: PTQConfig, keep_pro
             with torch.no_grad():
                 for s in steps:
                     s.clamp_(min=1e-8)
+
+
+@torch.no_grad()
+def search_activation_scales(block: Block, x_q: Tensor, chunk: int, *, p: float = 2.4, steps: int = 30,
+                             max_elements: int = 1 << 20) -> None:
+    """Initialise each activation quantizer of the block by the clip ratio r ∈ [0.3, 1] of its calibrated
+    range that minimises Σ|x − Q(x)|^p over its inputs (BRECQ's p = 2.4 search), in execution order."""
+    searchable = [q for _, q in block.act_quantizers if _learnable_step(q) is not None and q.observer.count > 0]
+    if not searchable:
+        return
+    seen: dict[int, list[Tensor]] = {id(q): [] for q in searchable}
+    budget = {id(q): max_elements for q in searchable}
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        if budget[id(module)] > 0:
+            seen[id(module)].append(inputs[0].detach())
+            budget[id(module)] -= inputs[0].numel()
+
+    handles = [q.register_forward_pre_hook(hook) for q in searchable]
+    try:
+        for part in x_q.split(chunk):
+            block.module(part)
+            if all(b <= 0 for b in budget.values()):
+                break
+    finally:
+        for handle in handles:
+            handle.remove()
+    for q in searchable:
+        x = torch.cat(seen[id(q)])
+        lo, hi = q.observer.range()
+        best_err, best_ratio = math.inf, 1.0
+        for ratio in torch.linspace(1.0, 0.3, steps).tolist():
+            q.initialize_from_range(lo * ratio, hi * ratio)
+            err = float((q.fake_quant(x) - x).abs().pow(p).sum())
+            if err < best_err:
+                best_err, best_ratio = err, ratio
+        q.initialize_from_range(lo * best_ratio, hi * best_ratio)
 
 
 def _learnable_step(q: Quantizer) -> Tensor | None:
