@@ -88,6 +88,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *, eval_data: Da
     show = config.progress and _rank() == 0 and sys.stderr.isatty()
     started, last_loss, eval_acc = time.perf_counter(), math.nan, []
     for epoch in range(start_epoch, config.epochs):
+        generator.manual_seed(config.seed + epoch)  # per-epoch order: resuming reproduces it exactly
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
@@ -120,6 +121,9 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *, eval_data: Da
             save_checkpoint(config.checkpoint_dir, step, model, optimizer, {"epoch": epoch, "loss": last_loss})
         if step >= total_steps:
             break
+    if _distributed():  # DDP syncs buffers before each forward; the last update happened per rank
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     model.eval()
     return TrainResult(epochs=config.epochs, steps=step, final_loss=last_loss,
                        seconds=time.perf_counter() - started, eval_acc=eval_acc)
