@@ -17,7 +17,6 @@ from nnchip.core.errors import NnchipError
 COMMAND_MODULES: tuple[str, ...] = (
     "nnchip.cli.demo",
     "nnchip.cli.quantize",
-    "nnchip.cli.dse",
 )
 
 
