@@ -36,7 +36,7 @@ from nnchip.quant import QModel
 from nnchip.recipes import DataRecipe, ModelRecipe, quant_config_from_dict, recipe_from_dict
 
 DEFAULT_OUT = "nnchip-out/demo"
-DEMO_THREADS = 2
+DEMO_THREADS = 1  # tiny models: one thread is faster than two (no OpenMP barriers), and robust to a busy machine
 DEMO_SEED = 0
 # Modules of other issues that register demo stages when imported (explicit list, no scanning).
 OPTIONAL_STAGE_MODULES: tuple[str, ...] = ("nnchip.prune.demo_stage", "nnchip.vq.demo_stage")
@@ -111,12 +111,15 @@ DIGITS_MODELS: dict[str, dict[str, Any]] = {
     "vit_tiny": {"name": "vit_tiny", "num_classes": 10, "in_channels": 1, "image_size": 8},
 }
 FLOAT_TRAIN: dict[str, dict[str, Any]] = {
-    "cnn_tiny": {"epochs": 12, "lr": 0.01, "batch_size": 64, "schedule": "onecycle", "seed": 0},
-    "vit_tiny": {"epochs": 25, "lr": 0.003, "batch_size": 64, "schedule": "onecycle", "seed": 0},
+    "cnn_tiny": {"epochs": 12, "lr": 0.05, "batch_size": 64, "schedule": "onecycle", "seed": 0, "optimizer": "sgd"},
+    "vit_tiny": {"epochs": 25, "lr": 0.003, "batch_size": 64, "schedule": "onecycle", "seed": 0,
+                 "optimizer": "adamw", "weight_decay": 0.05},
 }
 QAT_TRAIN: dict[str, dict[str, Any]] = {
-    "cnn_tiny": {"epochs": 3, "lr": 0.002, "batch_size": 64, "schedule": "cosine", "seed": 0},
-    "vit_tiny": {"epochs": 3, "lr": 0.0005, "batch_size": 64, "schedule": "cosine", "seed": 0},
+    "cnn_tiny": {"epochs": 3, "lr": 0.002, "batch_size": 64, "schedule": "cosine", "seed": 0, "optimizer": "adamw",
+                 "weight_decay": 0.0},
+    "vit_tiny": {"epochs": 3, "lr": 0.0005, "batch_size": 64, "schedule": "cosine", "seed": 0, "optimizer": "adamw",
+                 "weight_decay": 0.0},
 }
 
 
