@@ -5,8 +5,9 @@ override `fake_quant` (the differentiable forward) and, for non-uniform value se
 the uniform affine grid of this class. Everything downstream (lowering, export) reads only:
 
     grid                 IntGrid: integer values the codes stand for, their range and storage encoding
-    scale, zero_point    tensors broadcastable to the input (zero_point is integer-valued)
-    int_values(x)        the integers q with x̂ = scale · (q − zero_point)
+    get_scale(), get_zero_point()
+                         tensors broadcastable to the input (the zero point is integer-valued)
+    int_values(x)        the integers q with x̂ = get_scale() · (q − get_zero_point())
 
 Lifecycle: `calibrating = True` → each forward feeds the observer and passes x through unchanged;
 `finish_calibration()` → `initialize_from_range(lo, hi)`; weights initialise from the weight itself on
@@ -100,7 +101,7 @@ class Quantizer(nn.Module):
         """Initialise from one tensor (weights): the observer's range rule applied to x alone."""
         self.observer.count.zero_()
         self.observer(x.detach())
-        self.initialize_from_range(*self.observer.range())
+        self.initialize_from_range(*self.observer.range_for(self.grid, self.symmetric))
 
     def set_params(self, scale: Tensor, zero_point: Tensor) -> None:
         with torch.no_grad():
@@ -109,7 +110,7 @@ class Quantizer(nn.Module):
             self.initialized.fill_(True)
 
     def finish_calibration(self) -> None:
-        self.initialize_from_range(*self.observer.range())
+        self.initialize_from_range(*self.observer.range_for(self.grid, self.symmetric))
         self.calibrating = False
 
     # ---- forward ----------------------------------------------------------------------------------

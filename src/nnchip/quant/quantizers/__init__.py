@@ -1,3 +1,16 @@
 """Built-in quantizers; each file registers one (explicit imports, no directory scanning)."""
 
-from nnchip.quant.quantizers import fixed, lsq, uniform  # noqa: F401
+from nnchip.quant.quantizers import (  # noqa: F401
+    binary,
+    dorefa,
+    fixed,
+    log2,
+    lsq,
+    lsq_plus,
+    pact,
+    pot,
+    sawb,
+    ternary,
+    twin_uniform,
+    uniform,
+)

@@ -1,0 +1,25 @@
+"""A bounded sample of observed values, shared by observers that need the distribution, not just its range."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+MAX_SAMPLES = 1 << 18
+
+
+def flatten_per_channel(x: Tensor, channel_axis: int | None) -> Tensor:
+    """(C, n) rows per channel, or (1, n) for per-tensor statistics."""
+    if channel_axis is None:
+        return x.reshape(1, -1)
+    axis = channel_axis % x.dim()
+    return x.transpose(0, axis).reshape(x.shape[axis], -1)
+
+
+def append_sample(store: Tensor | None, rows: Tensor, generator: torch.Generator) -> Tensor:
+    """Concatenate along columns, keeping at most MAX_SAMPLES columns by deterministic random thinning."""
+    merged = rows if store is None or store.numel() == 0 else torch.cat([store, rows], dim=1)
+    if merged.shape[1] > MAX_SAMPLES:
+        keep = torch.randperm(merged.shape[1], generator=generator)[:MAX_SAMPLES]
+        merged = merged[:, keep.sort().values]
+    return merged
