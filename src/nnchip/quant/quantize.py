@@ -25,6 +25,7 @@ from nnchip.core.fold_batchnorm import fold_batchnorm
 from nnchip.core.op_kinds import ELEMENTWISE_KINDS, LAYOUT_KINDS
 from nnchip.quant.base import Quantizer
 from nnchip.quant.modules import QConv2d, QLinear
+from nnchip.quant.nonlinear import use_integer_nonlinear
 from nnchip.quant.registry import QUANTIZERS
 from nnchip.quant.spec import QuantConfig, QuantSpec
 
@@ -86,6 +87,8 @@ def quantize(model: nn.Module, config: QuantConfig, *, example_inputs: Tensor | 
     for producer, users in consumers.items():
         spec = _act_spec(config, producer, users, edge_nodes, overrides)
         _insert_quantizer(gm, producer, _make_act_quantizer(spec, producer))
+    if config.nonlinear == "integer":
+        use_integer_nonlinear(gm, config.softmax_bits)
     gm.graph.lint()
     gm.recompile()
     qmodel = QModel(gm, config, inputs)
