@@ -5,16 +5,18 @@ from nnchip.quant import (
     LayerOverride,
     QModel,
     QuantConfig,
-    QuantSpec,
     Quantizer,
+    QuantSpec,
     calibrate,
     quantize,
     register_observer,
     register_quantizer,
 )
+from nnchip.quant.ptq import PTQConfig, ptq
+from nnchip.train import TrainConfig, train
 
 __all__ = [
-    "CapturedGraph", "LayerOverride", "QModel", "QuantConfig", "QuantSpec", "Quantizer", "calibrate", "capture",
-    "quantize", "register_observer", "register_quantizer",
+    "CapturedGraph", "LayerOverride", "PTQConfig", "QModel", "QuantConfig", "QuantSpec", "Quantizer", "TrainConfig",
+    "calibrate", "capture", "ptq", "quantize", "register_observer", "register_quantizer", "train",
 ]
 __version__ = "0.1.0"
