@@ -1,0 +1,182 @@
+"""Run an IntGraph on integer tensors, exactly (docs/integer-semantics.md).
+
+Conv/linear/matmul reductions run in float64 — exact because every partial sum is an integer below 2^53
+(the lowering proves |acc| < 2^(acc_bits−1) ≤ 2^31) — or in float32 when the bound is below 2^24; everything
+else is int64 arithmetic on `nnchip.core` primitives. Accumulators outside the declared width are flagged:
+`overflow="error"` raises, `"report"` records them in the returned `overflows` list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nnchip.core.errors import ConversionError
+from nnchip.core.int_nonlinear import int_layernorm_core, shiftmax
+from nnchip.core.intmath import Rounding, requantize, round_shift, saturate
+from nnchip.lower.intgraph import IntGraph, IntNode
+
+torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@dataclass
+class RunResult:
+    tensors: dict[str, Tensor]
+    overflows: list[str] = field(default_factory=list)
+
+    def outputs(self, graph: IntGraph) -> list[Tensor]:
+        return [self.tensors[name] for name in graph.outputs]
+
+
+def _channel_view(values: Tensor, ndim: int, axis: int = 1) -> Tensor:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return values.reshape(shape)
+
+
+def _exact_reduce(fn, *operands: Tensor, bound_bits: int) -> Tensor:  # type: ignore[no-untyped-def]
+    dtype = torch.float32 if bound_bits < 24 else torch.float64
+    return torch.round(fn(*(o.to(dtype) for o in operands))).to(torch.int64)
+
+
+def _check_acc(node: IntNode, acc: Tensor, overflows: list[str], policy: str) -> None:
+    bits = int(node.attrs.get("declared_acc_bits", node.attrs.get("acc_bits", 32)))
+    limit = 1 << (bits - 1)
+    if bool((acc >= limit).any()) or bool((acc < -limit).any()):
+        message = f"{node.attrs.get('source', node.name)}: accumulator outside {bits} bits"
+        if policy == "error":
+            raise ConversionError(message)
+        overflows.append(message)
+
+
+def _layout(node: IntNode, x: Tensor, batch: int) -> Tensor:
+    def decode(value: object) -> object:
+        if value == "batch":
+            return batch
+        if isinstance(value, dict) and "slice" in value:
+            return slice(*value["slice"])
+        if isinstance(value, dict) and value.get("ellipsis"):
+            return Ellipsis
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    fn = node.attrs["fn"]
+    args = [decode(a) for a in node.attrs["args"]]
+    kwargs = {k: decode(v) for k, v in node.attrs["kwargs"].items()}
+    if fn == "getitem":
+        index = args[0]
+        return x[tuple(index) if isinstance(index, list) else index]
+    method = {"reshape": "reshape", "flatten": "flatten", "permute": "permute", "transpose": "transpose",
+              "unflatten": "unflatten", "squeeze": "squeeze", "unsqueeze": "unsqueeze", "expand": "expand",
+              "unbind": "unbind", "chunk": "chunk", "split": "split"}[fn]
+    args = [tuple(a) if isinstance(a, list) else a for a in args]
+    return getattr(x, method)(*args, **kwargs)
+
+
+def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error") -> RunResult:
+    """Evaluate every node; returns all integer tensors by name (inputs included)."""
+    values: dict[str, Tensor] = {}
+    feeds = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    for name, value in zip(graph.inputs, feeds, strict=True):
+        spec = graph.tensors[name].spec
+        value = value.to(torch.int64)
+        if bool((value < spec.qmin).any()) or bool((value > spec.qmax).any()):
+            raise ConversionError(f"input {name} holds values outside its {spec.bits}-bit type")
+        values[name] = value
+    overflows: list[str] = []
+    for node in graph.nodes:
+        values[node.output] = _run_node(graph, node, [values[i] for i in node.inputs], overflows, overflow,
+                                        batch=feeds[0].shape[0])
+    return RunResult(values, overflows)
+
+
+def _requant_node(node: IntNode, acc: Tensor, axis: int = 1, in_zp: int = 0) -> Tensor:
+    multiplier = torch.from_numpy(node.params["multiplier"])
+    shift = torch.from_numpy(node.params["shift"])
+    if multiplier.numel() > 1:
+        multiplier, shift = _channel_view(multiplier, acc.dim(), axis), _channel_view(shift, acc.dim(), axis)
+    rounding = Rounding(node.attrs.get("rounding", "half_up"))
+    return requantize(acc, multiplier, shift, in_zero_point=in_zp, out_zero_point=node.attrs["out_zero_point"],
+                      lo=node.attrs["lo"], hi=node.attrs["hi"], rounding=rounding)
+
+
+def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: list[str], policy: str, *,
+              batch: int) -> Tensor:
+    op = node.op
+    if op == "constant":
+        return torch.from_numpy(node.params["value"]).to(torch.int64)
+    if op in ("identity",):
+        return args[0]
+    if op == "layout":
+        return _layout(node, args[0], batch)
+    if op == "maxpool":
+        x = args[0]
+        pad = node.attrs["padding"]
+        if any(pad):
+            qmin = graph.tensors[node.inputs[0]].spec.qmin
+            x = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), value=qmin)
+        pooled = F.max_pool2d(x.to(torch.float64), node.attrs["kernel"], node.attrs["stride"])
+        return pooled.to(torch.int64)
+    if op == "requant":
+        return _requant_node(node, args[0], in_zp=node.attrs["in_zero_point"])
+    if op in ("conv2d", "linear"):
+        x = args[0] - node.attrs["in_zero_point"]  # padding with the zero point == zero padding here
+        weight = torch.from_numpy(node.params["weight"])
+        bits = int(node.attrs["acc_bits"])
+        if op == "conv2d":
+            acc = _exact_reduce(lambda a, w: F.conv2d(a, w, None, node.attrs["stride"], node.attrs["padding"],
+                                                      node.attrs["dilation"], node.attrs["groups"]), x, weight,
+                                bound_bits=bits)
+            acc = acc + _channel_view(torch.from_numpy(node.params["bias"]), acc.dim())
+            _check_acc(node, acc, overflows, policy)
+            return _requant_node(node, acc)
+        acc = _exact_reduce(lambda a, w: F.linear(a, w), x, weight, bound_bits=bits)
+        acc = acc + torch.from_numpy(node.params["bias"])
+        _check_acc(node, acc, overflows, policy)
+        return _requant_node(node, acc, axis=acc.dim() - 1)
+    if op == "matmul":
+        acc = _exact_reduce(torch.matmul, args[0], args[1], bound_bits=int(node.attrs["acc_bits"]))
+        _check_acc(node, acc, overflows, policy)
+        return _requant_node(node, acc)
+    if op == "add":
+        m = node.params["multiplier"].tolist()
+        n = node.params["shift"].tolist()
+        frac = int(node.attrs["frac_bits"])
+        zp = node.attrs["zero_points"]
+        aligned = [round_shift((a - z) * mi, ni - frac) for a, z, mi, ni in zip(args, zp, m, n, strict=True)]
+        total = round_shift(aligned[0] + aligned[1], frac)
+        return saturate(total + node.attrs["out_zero_point"], node.attrs["lo"], node.attrs["hi"])
+    if op in ("mean", "avgpool"):
+        x = args[0] - node.attrs["in_zero_point"]
+        if op == "mean":
+            total = x.sum(dim=node.attrs["dims"], keepdim=True)
+            target = graph.tensors[node.output].shape
+            total = total.reshape((x.shape[0], *target[1:])) if target else total
+        else:
+            kernel = node.attrs["kernel"]
+            total = _exact_reduce(lambda a: F.avg_pool2d(a, kernel, node.attrs["stride"], divisor_override=1), x,
+                                  bound_bits=40)
+        return _requant_node(node, total)
+    if op == "concat":
+        parts = []
+        for index, (x, zp) in enumerate(zip(args, node.attrs["zero_points"], strict=True)):
+            parts.append(requantize(x, int(node.params["multiplier"][index]), int(node.params["shift"][index]),
+                                    in_zero_point=zp, out_zero_point=node.attrs["out_zero_point"],
+                                    lo=node.attrs["lo"], hi=node.attrs["hi"]))
+        return torch.cat(parts, dim=node.attrs["dim"])
+    if op == "softmax":
+        return shiftmax(args[0], int(node.attrs["x0"]), out_bits=int(node.attrs["out_bits"]), n=int(node.attrs["n"]),
+                        dim=int(node.attrs["dim"]))
+    if op == "lut":
+        table = torch.from_numpy(node.params["table"]).to(torch.int64)
+        return table[args[0] - int(node.attrs["in_qmin"])]
+    if op == "layernorm":
+        z = int_layernorm_core(args[0], sqrt_mode=node.attrs["sqrt_mode"])
+        negate = torch.from_numpy(node.params["negate"]).to(torch.bool)
+        z = torch.where(negate, -z, z) + torch.from_numpy(node.params["beta"]) * torch.where(negate, -1, 1)
+        return _requant_node(node, z, axis=z.dim() - 1)
+    raise ConversionError(f"{node.name}: unknown op {op!r}")
