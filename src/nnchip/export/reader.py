@@ -1,0 +1,286 @@
+"""Pure-numpy reader of an nnchip export: runs the integer model from its files alone (no torch, nothing
+from nnchip.lower) — the third, independent implementation of the integer contract.
+
+    model = load_export("out/cnn")          # checks the manifest, every file's SHA-256, paths
+    tensors = model.run(int_input)          # every tensor by name, int64
+    report = verify("out/cnn")              # replays the golden vectors: {tensor: (matched, total)}
+This file imports only the standard library and numpy, so it can be copied next to a testbench.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SUPPORTED_VERSIONS = (1,)
+INT31_MAX = 2**31 - 1
+
+
+class ExportError(ValueError):
+    """A corrupt, incomplete or tampered export; the message names the file."""
+
+
+# ---- integer primitives (docs/integer-semantics.md §1, §5) -------------------------------------------
+def round_shift(v: np.ndarray, n: np.ndarray | int) -> np.ndarray:
+    n = np.asarray(n, dtype=np.int64)
+    half = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0)
+    return np.right_shift(v + half, n)
+
+
+def requantize(acc: np.ndarray, m0: np.ndarray, n: np.ndarray, in_zp: int, out_zp: int, lo: int, hi: int) -> np.ndarray:
+    return np.clip(round_shift((acc - in_zp) * m0, n) + out_zp, lo, hi)
+
+
+def isqrt_exact(v: np.ndarray) -> np.ndarray:
+    return np.array([math.isqrt(int(x)) for x in v.ravel()], dtype=np.int64).reshape(v.shape)
+
+
+def exp_shift(x: np.ndarray, x0: int, n: int) -> np.ndarray:
+    t = x + (x >> 1) - (x >> 4)
+    t = np.maximum(t, n * x0)
+    q = t // x0
+    r = t - x0 * q
+    return np.maximum(np.left_shift(r - 2 * x0, n - q) >> 1, 0)
+
+
+def _channel(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * ndim
+    shape[axis] = -1
+    return values.reshape(shape)
+
+
+# ---- the model ---------------------------------------------------------------------------------------
+class ExportedModel:
+    def __init__(self, directory: Path, manifest: dict[str, Any]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.params: dict[str, dict[str, np.ndarray]] = {
+            node["name"]: {key: _load_npy(directory, entry["npy"]) for key, entry in node["params"].items()}
+            for node in manifest["nodes"]
+        }
+
+    def run(self, inputs: np.ndarray | list[np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        values = {name: np.asarray(v, dtype=np.int64) for name, v in zip(self.manifest["inputs"], feeds, strict=True)}
+        batch = feeds[0].shape[0]
+        for node in self.manifest["nodes"]:
+            args = [values[i] for i in node["inputs"]]
+            values[node["output"]] = self._run_node(node, self.params[node["name"]], args, batch)
+        return values
+
+    def _tensor(self, name: str) -> dict[str, Any]:
+        return self.manifest["tensors"][name]
+
+    def _run_node(self, node: dict[str, Any], p: dict[str, np.ndarray], args: list[Any], batch: int) -> Any:
+        op, a = node["op"], node["attrs"]
+        if op == "constant":
+            return p["value"]
+        if op == "identity":
+            return args[0]
+        if op == "layout":
+            return _layout(a, args[0], batch)
+        if op == "requant":
+            return requantize(args[0], p["multiplier"], p["shift"], a["in_zero_point"], a["out_zero_point"], a["lo"],
+                              a["hi"])
+        if op == "conv2d":
+            acc = _conv2d(args[0] - a["in_zero_point"], p["weight"], a) + _channel(p["bias"], 4, 1)
+            return requantize(acc, _channel(p["multiplier"], 4, 1), _channel(p["shift"], 4, 1), 0,
+                              a["out_zero_point"], a["lo"], a["hi"])
+        if op == "linear":
+            acc = np.matmul(args[0] - a["in_zero_point"], p["weight"].T) + p["bias"]
+            return requantize(acc, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+        if op == "matmul":
+            acc = np.matmul(args[0], args[1])
+            return requantize(acc, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+        if op == "add":
+            frac = a["frac_bits"]
+            aligned = [round_shift((x - z) * int(m), int(n) - frac)
+                       for x, z, m, n in zip(args, a["zero_points"], p["multiplier"], p["shift"], strict=True)]
+            return np.clip(round_shift(aligned[0] + aligned[1], frac) + a["out_zero_point"], a["lo"], a["hi"])
+        if op == "mean":
+            x = args[0] - a["in_zero_point"]
+            total = x.sum(axis=tuple(a["dims"]), keepdims=True)
+            target = self._tensor(node["output"])["shape"]
+            total = total.reshape((x.shape[0], *target[1:]))
+            return requantize(total, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+        if op == "avgpool":
+            windows = _windows(args[0] - a["in_zero_point"], a["kernel"], a["stride"])
+            total = windows.sum(axis=(-2, -1))
+            return requantize(total, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+        if op == "maxpool":
+            x = args[0]
+            pad = a["padding"]
+            if any(pad):  # padded positions hold the type's minimum, never the zero point
+                t = self._tensor(node["inputs"][0])
+                qmin = -(2 ** (t["bits"] - 1)) + (1 if t["narrow"] else 0) if t["signed"] else 0
+                x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])), constant_values=qmin)
+            return _windows(x, a["kernel"], a["stride"]).max(axis=(-2, -1))
+        if op == "concat":
+            parts = [requantize(x, int(m), int(n), z, a["out_zero_point"], a["lo"], a["hi"])
+                     for x, z, m, n in zip(args, a["zero_points"], p["multiplier"], p["shift"], strict=True)]
+            return np.concatenate(parts, axis=a["dim"])
+        if op == "softmax":
+            x = args[0]
+            e = exp_shift(x - x.max(axis=a["dim"], keepdims=True), a["x0"], a["n"])
+            total = np.clip(e.sum(axis=a["dim"], keepdims=True), 1, INT31_MAX)
+            return (e * (INT31_MAX // total)) >> (32 - a["out_bits"])
+        if op == "lut":
+            return p["table"][args[0] - a["in_qmin"]]
+        if op == "layernorm":
+            return _layernorm(args[0], p, a)
+        raise ExportError(f"node {node['name']}: unknown op {op!r}")
+
+
+def _windows(x: np.ndarray, kernel: list[int], stride: list[int]) -> np.ndarray:
+    view = np.lib.stride_tricks.sliding_window_view(x, tuple(kernel), axis=(2, 3))  # (B, C, H', W', kh, kw)
+    return view[:, :, :: stride[0], :: stride[1]]
+
+
+def _conv2d(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """Integer convolution by im2col + int64 matmul; zero padding (x is already minus its zero point)."""
+    ph, pw = a["padding"]
+    sh, sw = a["stride"]
+    dh, dw = a["dilation"]
+    groups = a["groups"]
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    out_c, in_per_group, kh, kw = w.shape
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    view = np.lib.stride_tricks.sliding_window_view(x, (span_h, span_w), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    b, _, oh, ow = view.shape[:4]
+    out = np.empty((b, out_c, oh, ow), dtype=np.int64)
+    per_group = out_c // groups
+    for g in range(groups):
+        cols = view[:, g * in_per_group:(g + 1) * in_per_group]  # (B, Cg, OH, OW, kh, kw)
+        cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(b, oh, ow, -1)
+        weights = w[g * per_group:(g + 1) * per_group].reshape(per_group, -1)
+        out[:, g * per_group:(g + 1) * per_group] = np.matmul(cols, weights.T).transpose(0, 3, 1, 2)
+    return out
+
+
+def _layernorm(x: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    c = x.shape[-1]
+    mean = (2 * x.sum(axis=-1, keepdims=True) + c) // (2 * c)
+    y = x - mean
+    var = (y * y).sum(axis=-1, keepdims=True)
+    if a["sqrt_mode"] == "ivit":
+        std = np.full_like(var, 2**16)
+        for _ in range(10):
+            std = (std + var // np.maximum(std, 1)) >> 1
+    else:
+        std = isqrt_exact(var)
+    std = np.maximum(std, 1)
+    z = (y * (INT31_MAX // std)) >> 1
+    sign = np.where(p["negate"].astype(bool), -1, 1)
+    z = sign * z + sign * p["beta"]
+    return requantize(z, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+
+
+def _layout(a: dict[str, Any], x: Any, batch: int) -> Any:
+    def decode(value: Any) -> Any:
+        if value == "batch":
+            return batch
+        if isinstance(value, dict) and "slice" in value:
+            return slice(*value["slice"])
+        if isinstance(value, dict) and value.get("ellipsis"):
+            return Ellipsis
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    fn, args, kwargs = a["fn"], [decode(v) for v in a["args"]], {k: decode(v) for k, v in a["kwargs"].items()}
+    ndim = x.ndim if isinstance(x, np.ndarray) else 0
+    if fn == "getitem":
+        index = args[0]
+        return x[tuple(index) if isinstance(index, list) else index]
+    if fn == "reshape":
+        shape = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+        return x.reshape(shape)
+    if fn == "flatten":
+        start = (args[0] if args else kwargs.get("start_dim", 0)) % ndim
+        end = (args[1] if len(args) > 1 else kwargs.get("end_dim", -1)) % ndim
+        return x.reshape(*x.shape[:start], -1, *x.shape[end + 1:])
+    if fn == "unflatten":
+        dim = args[0] % ndim
+        return x.reshape(*x.shape[:dim], *args[1], *x.shape[dim + 1:])
+    if fn == "transpose":
+        return np.swapaxes(x, args[0], args[1])
+    if fn == "permute":
+        axes = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+        return np.transpose(x, axes)
+    if fn == "expand":
+        sizes = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+        return np.broadcast_to(x, tuple(s if s != -1 else x.shape[i] for i, s in enumerate(sizes)))
+    if fn == "squeeze":
+        return np.squeeze(x, axis=args[0]) if args else np.squeeze(x)
+    if fn == "unsqueeze":
+        return np.expand_dims(x, args[0])
+    if fn == "unbind":
+        dim = args[0] if args else kwargs.get("dim", 0)
+        return [np.take(x, i, axis=dim) for i in range(x.shape[dim])]
+    raise ExportError(f"layout function {fn!r} is not supported by the numpy reader")
+
+
+# ---- loading and verification ------------------------------------------------------------------------
+def _safe_path(directory: Path, relative: str) -> Path:
+    path = (directory / relative).resolve()
+    if directory.resolve() not in path.parents:
+        raise ExportError(f"file name {relative!r} escapes the export directory")
+    return path
+
+
+def _load_npy(directory: Path, relative: str) -> np.ndarray:
+    path = _safe_path(directory, relative)
+    try:
+        return np.load(path, allow_pickle=False).astype(np.int64)
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: unreadable ({type(exc).__name__})") from None
+
+
+def load_export(directory: str | Path) -> ExportedModel:
+    root = Path(directory)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise ExportError(f"{manifest_path}: missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{manifest_path}: corrupt JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "nnchip-intgraph":
+        raise ExportError(f"{manifest_path}: not an nnchip export manifest")
+    if manifest.get("version") not in SUPPORTED_VERSIONS:
+        raise ExportError(f"{manifest_path}: unsupported version {manifest.get('version')!r}")
+    for key in ("inputs", "outputs", "tensors", "nodes", "files"):
+        if key not in manifest:
+            raise ExportError(f"{manifest_path}: missing field {key!r}")
+    for relative, digest in manifest["files"].items():
+        path = _safe_path(root, relative)
+        if not path.is_file():
+            raise ExportError(f"{path}: missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ExportError(f"{path}: SHA-256 mismatch (altered or corrupt)")
+    return ExportedModel(root, manifest)
+
+
+def verify(directory: str | Path) -> dict[str, tuple[int, int]]:
+    """Replay the golden input through the reader; (matched, total) elements for every golden tensor."""
+    model = load_export(directory)
+    golden = model.manifest.get("golden")
+    if not golden:
+        raise ExportError(f"{directory}: the export has no golden vectors")
+    expected = {name: _load_npy(model.directory, rel) for name, rel in golden["tensors"].items()}
+    produced = model.run([expected[name] for name in model.manifest["inputs"]])
+    report = {}
+    for name, want in expected.items():
+        got = produced.get(name)
+        if got is None or np.shape(got) != want.shape:
+            report[name] = (0, int(want.size))
+        else:
+            report[name] = (int((np.asarray(got) == want).sum()), int(want.size))
+    return report
