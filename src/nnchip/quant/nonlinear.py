@@ -1,9 +1,10 @@
-"""Integer softmax, GELU and LayerNorm in the fake-quant forward (QuantConfig.nonlinear = "integer").
+"""Integer softmax and LayerNorm in the fake-quant forward (QuantConfig.nonlinear = "integer").
 
 Each module reads its input's integer values from the quantizer that produced them (and any positive
 `scale` nodes in between), runs the contract's integer operator (`nnchip.core.int_nonlinear`) and returns
 real values, with the float function's gradient (straight-through), so QAT trains against exactly the
-arithmetic that the integer model performs.
+arithmetic that the integer model performs. GELU needs no module: the contract's default GELU is a table
+T[q] = round(gelu(S·(q − z)) / S_out) + z_out, which is exactly float GELU followed by the output quantizer.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from nnchip.core.int_nonlinear import (
     exp_shift_x0,
     int_layernorm_core,
     layernorm_output_scale,
-    shift_gelu,
     shiftmax,
 )
 from nnchip.core.op_kinds import LAYOUT_KINDS, scale_factor
 from nnchip.quant.base import Quantizer
-
-GELU_SIGMOID_FACTOR = 1.702
 
 
 class _IntegerInput(nn.Module):
@@ -32,7 +30,7 @@ class _IntegerInput(nn.Module):
     nnchip_leaf = True
 
     def __init__(self, source: Quantizer, factor: float) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         object.__setattr__(self, "_source", source)
         self.factor = factor
         if source.get_scale().numel() != 1:
@@ -62,36 +60,26 @@ class IntegerSoftmax(_IntegerInput):
         return reference + (y - reference).detach()
 
 
-class IntegerGELU(_IntegerInput):
-    nnchip_kind = "gelu"
+class IntegerLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm whose normalisation is the contract's integer one (exact isqrt); γ, β stay real and
+    trainable (the lowering folds them into the per-channel requantization)."""
 
-    def __init__(self, source: Quantizer, factor: float, out_bits: int = 8) -> None:
-        super().__init__(source, factor)
-        self.out_bits = out_bits
-
-    def forward(self, x: Tensor) -> Tensor:
-        q, scale = self.integers(x)
-        x0 = exp_shift_x0(GELU_SIGMOID_FACTOR * scale)
-        y = shift_gelu(q, x0, out_bits=self.out_bits).to(x.dtype) * (scale * 2.0 ** (1 - self.out_bits))
-        reference = F.gelu(x)
-        return reference + (y - reference).detach()
-
-
-class IntegerLayerNorm(_IntegerInput):
+    nnchip_leaf = True
     nnchip_kind = "layernorm"
 
     def __init__(self, source: Quantizer, factor: float, norm: nn.LayerNorm, sqrt_mode: str = "exact") -> None:
-        super().__init__(source, factor)
         if len(norm.normalized_shape) != 1:
             raise ConfigError("nonlinear 'integer' supports LayerNorm over the last axis only")
-        self.normalized_shape = tuple(norm.normalized_shape)
-        self.eps = norm.eps
-        self.weight = nn.Parameter(norm.weight.detach().clone()) if norm.weight is not None else None
-        self.bias = nn.Parameter(norm.bias.detach().clone()) if norm.bias is not None else None
+        super().__init__(norm.normalized_shape, norm.eps, norm.elementwise_affine, bias=norm.bias is not None)
+        if norm.weight is not None:
+            self.weight.data.copy_(norm.weight.detach())
+        if norm.bias is not None:
+            self.bias.data.copy_(norm.bias.detach())
+        self.input = _IntegerInput(source, factor)
         self.sqrt_mode = sqrt_mode
 
     def forward(self, x: Tensor) -> Tensor:
-        q, _ = self.integers(x)
+        q, _ = self.input.integers(x)
         normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
         normalised = normalised * layernorm_output_scale(x.shape[-1])
         reference = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
@@ -115,10 +103,10 @@ def _quantized_source(gm: fx.GraphModule, node: fx.Node) -> tuple[Quantizer, flo
 
 
 def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int) -> None:
-    """Replace softmax, GELU and LayerNorm nodes by their integer-arithmetic modules (in place)."""
+    """Replace softmax and LayerNorm nodes by their integer-arithmetic modules (in place)."""
     for node in list(gm.graph.nodes):
         kind = node.meta.get("nnchip_kind")
-        if kind not in ("softmax", "gelu", "layernorm"):
+        if kind not in ("softmax", "layernorm"):
             continue
         source, factor = _quantized_source(gm, node.args[0])
         module: nn.Module
@@ -127,8 +115,6 @@ def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int) -> None:
             if node.op == "call_module":
                 dim = gm.get_submodule(str(node.target)).dim
             module = IntegerSoftmax(source, factor, int(dim if dim is not None else -1), softmax_bits)
-        elif kind == "gelu":
-            module = IntegerGELU(source, factor)
         else:
             if node.op != "call_module":
                 raise ConfigError(f"nonlinear 'integer': functional layer_norm at {node.name} is not supported")

@@ -113,8 +113,9 @@ class QuantConfig:
     first_last_bits   weight and input bits of the first and last conv/linear layers (None: same as the rest)
     softmax_bits      softmax output: unsigned, zero point 0, fixed scale 2^-(softmax_bits-1)
     output_bits       bits of the model output (logits)
-    nonlinear         "float": softmax/GELU/LayerNorm in float on quantized inputs;
-                      "integer": their integer approximations (what the lowering computes)
+    nonlinear         "float" (default): float softmax/LayerNorm on quantized inputs;
+                      "integer": softmax and LayerNorm run the integer operators that the lowering uses
+                      (Shiftmax, integer LayerNorm), so QAT and `acc` see the deployed arithmetic
     keep_float        module paths explicitly kept in float (such a model cannot be lowered to integers)
     overrides         per-layer specs (mixed precision)
     """
