@@ -17,6 +17,8 @@ from nnchip.core.errors import NnchipError
 COMMAND_MODULES: tuple[str, ...] = (
     "nnchip.cli.demo",
     "nnchip.cli.quantize",
+    "nnchip.cli.export",
+    "nnchip.cli.verify",
 )
 
 

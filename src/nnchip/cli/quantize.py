@@ -131,7 +131,9 @@ def _call_reader(data_module: Any, kind: str, path: Path, seed: int) -> Any:
 def _labels(dataset: Dataset) -> Tensor:
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
-    targets = getattr(dataset, "targets", None) or getattr(dataset, "labels", None)
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = getattr(dataset, "labels", None)
     if targets is not None:
         return torch.as_tensor(targets)
     return torch.cat([b[1] for b in DataLoader(dataset, batch_size=EVAL_BATCH)])
@@ -260,7 +262,9 @@ def top1(model: nn.Module, dataset: Dataset) -> float:
 
 
 # ---- the command -----------------------------------------------------------------------------------
-def run_recipe(recipe: Recipe, out_dir: Path, *, log: Any = print) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, out_dir: Path, *, log: Any = print,
+               export_formats: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run a recipe; with `export_formats`, also lower, export to out_dir/export and verify (int_acc, bit_exact)."""
     set_determinism(recipe.seed, threads=torch.get_num_threads())
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -301,6 +305,14 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, log: Any = print) -> dict[str, 
     meta = {"model": recipe.model.name, "model_kwargs": dict(recipe.model.options),
             "quant": recipe.quant.to_dict(), "record": {k: record[k] for k in ("row_id", "acc", "float_acc")}}
     save_checkpoint(out_dir / "qmodel.safetensors", qmodel, meta)
+    if export_formats is not None:
+        from nnchip.lower.demo_stage import lower_export_verify
+
+        test_x, test_y = bundle.test_tensors()
+        record.update(lower_export_verify(qmodel, torch.cat(calib), test_x, test_y, out_dir / "export",
+                                          formats=export_formats))
+        log(f"integer model: top-1 {100 * record['int_acc']:.2f} %, bit-exact export: {record['bit_exact']} "
+            f"({record['export_dir']})")
     write_summary(out_dir, [record])
     log(format_table(["model", "method", "bits", "acc %", "Δ vs float"],
                      [[name, method, f"W{record['w_bits']}A{record['a_bits']}", 100 * acc,

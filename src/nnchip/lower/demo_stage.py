@@ -23,14 +23,14 @@ def integer_inputs(qmodel: QModel, graph_input: str, x: Tensor) -> Tensor:
 
 
 def lower_export_verify(qmodel: QModel, calib_inputs: Tensor, test_inputs: Tensor, test_labels: Tensor,
-                        out_dir: str | Path) -> dict[str, Any]:
+                        out_dir: str | Path, formats: tuple[str, ...] = ("npy", "bin", "hex")) -> dict[str, Any]:
     """Returns {"int_acc", "bit_exact", "export_dir", "tensors_verified"}; writes out_dir atomically."""
     del calib_inputs  # the QModel is already calibrated; the integer model needs no data to be built
     graph = lower(qmodel)
     x_int = integer_inputs(qmodel, graph.inputs[0], test_inputs)
     logits = run(graph, x_int).tensors[graph.outputs[0]]
     int_acc = float((logits.argmax(dim=-1) == test_labels).float().mean())
-    directory = export(graph, out_dir, formats=("npy", "bin", "hex"), golden_inputs=x_int[:GOLDEN_SAMPLES])
+    directory = export(graph, out_dir, formats=formats, golden_inputs=x_int[:GOLDEN_SAMPLES])
     report = verify(directory)
     bit_exact = all(matched == total for matched, total in report.values())
     return {"int_acc": int_acc, "bit_exact": bit_exact, "export_dir": str(directory),
