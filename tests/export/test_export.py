@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import lowered
+from lowering_cases import lowered
 
 from nnchip.core.errors import ConfigError
 from nnchip.export import ExportError, export, load_export, verify

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import lowered
+from lowering_cases import lowered
 
 from nnchip.core.errors import ConversionError
 from nnchip.lower import lower, run

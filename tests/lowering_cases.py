@@ -1,4 +1,4 @@
-"""Quantized, calibrated models shared by the lowering and export tests."""
+"""Quantized, calibrated models shared by the lowering, export and exactness tests."""
 
 from __future__ import annotations
 
