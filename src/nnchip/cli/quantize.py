@@ -246,22 +246,13 @@ def pretrain(model: nn.Module, config: Any, bundle: DataBundle) -> nn.Module:
     return model.eval()
 
 
-@torch.no_grad()
 def top1(model: nn.Module, dataset: Dataset) -> float:
     """Top-1 accuracy (fraction) in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        for x, y in DataLoader(dataset, batch_size=EVAL_BATCH):
-            correct += int((model(x).argmax(dim=-1) == y).sum())
-            total += int(y.numel())
-    finally:
-        model.train(was_training)
-    return correct / max(1, total)
+    from nnchip.train import evaluate
+
+    return evaluate(model, dataset, batch_size=EVAL_BATCH)
 
 
-# ---- the command -----------------------------------------------------------------------------------
 def run_recipe(recipe: Recipe, out_dir: Path, *, log: Any = print,
                export_formats: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run a recipe; with `export_formats`, also lower, export to out_dir/export and verify (int_acc, bit_exact)."""

@@ -9,27 +9,13 @@ import torch
 from torch import Tensor
 
 from nnchip.core.qmath import quantize_affine, range_to_scale_zero_point
-from nnchip.quant.observers.base import Observer
-from nnchip.quant.observers.sampling import append_sample, flatten_per_channel
+from nnchip.quant.observers.sampling import SamplingObserver
 from nnchip.quant.registry import register_observer
 
 
 @register_observer("mse")
-class MSEObserver(Observer):
+class MSEObserver(SamplingObserver):
     """Options: `norm` (p, default 2.4), `candidates` (N, default 100)."""
-
-    def __init__(self, channel_axis: int | None = None, **options: float) -> None:
-        super().__init__(channel_axis, **options)
-        self.samples: Tensor | None = None
-        self._generator = torch.Generator().manual_seed(0)
-
-    def update(self, x: Tensor) -> None:
-        lo, hi = self.reduce_min_max(x)
-        if int(self.count) == 0:
-            self.lo, self.hi = lo.clone(), hi.clone()
-        else:
-            self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
-        self.samples = append_sample(self.samples, flatten_per_channel(x.float(), self.channel_axis), self._generator)
 
     def range_for(self, grid: object, symmetric: bool) -> tuple[Tensor, Tensor]:
         lo, hi = self.range()

@@ -1,9 +1,11 @@
-"""A bounded sample of observed values, shared by observers that need the distribution, not just its range."""
+"""Observers that need the distribution, not just its range: running min/max plus a bounded sample."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from nnchip.quant.observers.minmax import MinMaxObserver
 
 MAX_SAMPLES = 1 << 18
 
@@ -23,3 +25,18 @@ def append_sample(store: Tensor | None, rows: Tensor, generator: torch.Generator
         keep = torch.randperm(merged.shape[1], generator=generator)[:MAX_SAMPLES]
         merged = merged[:, keep.sort().values]
     return merged
+
+
+class SamplingObserver(MinMaxObserver):
+    """Min-max observer that also keeps up to MAX_SAMPLES values per channel (`samples`, shape (C, n))."""
+
+    def __init__(self, channel_axis: int | None = None, **options: float) -> None:
+        super().__init__(channel_axis, **options)
+        self.samples: Tensor | None = None
+        self._generator = torch.Generator().manual_seed(0)
+
+    def update(self, x: Tensor) -> None:
+        if int(self.count) == 0:
+            self.samples = None
+        super().update(x)
+        self.samples = append_sample(self.samples, flatten_per_channel(x.float(), self.channel_axis), self._generator)
