@@ -103,10 +103,38 @@ def digits_accuracy() -> list[dict]:
     return rows
 
 
+def cifar_accuracy(path: str, limit: int) -> list[dict]:
+    """ResNet-20 reference checkpoint: fake-quant vs integer top-1 on the CIFAR-10 test split."""
+    from nnchip.data import load_cifar10_tar
+    from nnchip.train import evaluate, load_weights
+
+    split = load_cifar10_tar(path)
+    model = load_weights(build("resnet20"), CHECKPOINTS / "resnet20_cifar10.safetensors").eval()
+    stride = max(1, len(split.test) // limit)  # the split is ordered by class: take every stride-th image
+    x, y = split.test.tensors[0][::stride][:limit], split.test.tensors[1][::stride][:limit]
+    calib = split.train.tensors[0][:512]
+    rows = []
+    for bits in (8, 4):
+        config = QuantConfig(weight=default_weight_spec(bits), act=default_act_spec(bits))
+        qmodel = calibrate(quantize(model, config, example_inputs=calib[:2]), [calib])
+        graph = lower(qmodel)
+        correct = 0
+        for start in range(0, len(x), 250):
+            x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x[start:start + 250]).to(torch.int64)
+            logits = run(graph, x_int).tensors[graph.outputs[0]]
+            correct += int((logits.argmax(-1) == y[start:start + 250]).sum())
+        test = torch.utils.data.TensorDataset(x, y)
+        rows.append({"model": "resnet20", "bits": f"W{bits}A{bits}", "float_acc": evaluate(model, test),
+                     "fake_quant_acc": evaluate(qmodel, test), "int_acc": correct / len(x)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--cifar", default=None, help="CIFAR-10 ImageFolder .tar.gz: adds the ResNet-20 table")
+    parser.add_argument("--cifar-limit", type=int, default=10_000, help="test images used for the CIFAR table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {
@@ -120,6 +148,8 @@ def main() -> None:
         "export": export_timing(),
         "digits": digits_accuracy(),
     }
+    if args.cifar:
+        results["digits"] += cifar_accuracy(args.cifar, args.cifar_limit)
     for row in results["interpreter"]:
         print(f"{row['model']:<10} batch {row['batch']}: float {row['float_ms']:.1f} ms, integer "
               f"{row['int_ms']:.1f} ms, throughput ratio {row['throughput_ratio']:.2f}")
