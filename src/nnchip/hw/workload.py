@@ -1,0 +1,140 @@
+"""Workload: the GEMMs a model asks of an accelerator, per sample (docs: ../shared reference hardware §1.1).
+
+One `LayerWork` per conv/linear/attention matmul: GEMM dimensions M (rows), K (reduction), N (columns) and
+`count` independent GEMMs of that shape (conv groups, attention batch × heads), operand bit-widths, bytes moved,
+and fields that pruning (`weight_density`) and vector quantization (`lut_reads`) fill in. It is built from
+the integer graph (`workload_from_intgraph`) or, before any quantization, from a shape-level capture of a
+float model (`workload_from_model`) — the two agree (tested), so a DeiT-B with random weights can be costed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from nnchip.core.capture import capture
+from nnchip.core.errors import ConfigError
+from nnchip.lower.intgraph import IntGraph
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    name: str
+    kind: str  # "conv2d", "linear", "matmul"
+    m: int  # rows: output positions / tokens (per sample)
+    k: int  # reduction length
+    n: int  # columns: output channels / features
+    count: int  # independent GEMMs of this shape (groups, heads)
+    w_bits: int  # bits of the right operand (weights, or the second activation of a matmul)
+    a_bits: int  # bits of the left operand (activations)
+    weight_density: float = 1.0  # fraction of non-zero weights (pruning); zero-skipping hardware uses it
+    lut_reads: int = 0  # table look-ups per sample (vector-quantized layers)
+
+    def __post_init__(self) -> None:
+        for field_name in ("m", "k", "n", "count", "w_bits", "a_bits"):
+            if getattr(self, field_name) <= 0:
+                raise ConfigError(f"{self.name}: {field_name} must be positive, got {getattr(self, field_name)}")
+        if not 0.0 < self.weight_density <= 1.0:
+            raise ConfigError(f"{self.name}: weight_density must be in (0, 1], got {self.weight_density}")
+
+    @property
+    def macs(self) -> int:
+        return self.count * self.m * self.k * self.n
+
+    @property
+    def is_attention_matmul(self) -> bool:
+        return self.kind == "matmul"
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes of the stationary operand (weights; for attention matmuls the second activation)."""
+        return self.count * self.k * self.n * self.w_bits / 8
+
+    @property
+    def input_bytes(self) -> float:
+        return self.count * self.m * self.k * self.a_bits / 8
+
+
+@dataclass(frozen=True)
+class Workload:
+    layers: tuple[LayerWork, ...]
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def bops(self) -> int:
+        """Bit-operations: Σ MACs · b_w · b_a."""
+        return sum(layer.macs * layer.w_bits * layer.a_bits for layer in self.layers)
+
+
+def _conv_work(name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...], weight_shape: tuple[int, ...],
+               groups: int, batch: int, w_bits: int, a_bits: int) -> LayerWork:
+    out_channels, in_per_group, kh, kw = weight_shape
+    m = (out_shape[0] // batch) * out_shape[2] * out_shape[3]
+    return LayerWork(name, "conv2d", m, in_per_group * kh * kw, out_channels // groups, groups, w_bits, a_bits)
+
+
+def _linear_work(name: str, in_shape: tuple[int, ...], out_features: int, batch: int, w_bits: int,
+                 a_bits: int) -> LayerWork:
+    rows = math.prod(in_shape[:-1]) // batch
+    return LayerWork(name, "linear", rows, in_shape[-1], out_features, 1, w_bits, a_bits)
+
+
+def _matmul_work(name: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...], batch: int, w_bits: int,
+                 a_bits: int) -> LayerWork:
+    count = math.prod(a_shape[:-2]) // batch
+    return LayerWork(name, "matmul", a_shape[-2], a_shape[-1], b_shape[-1], count, w_bits, a_bits)
+
+
+def workload_from_model(model: nn.Module, example_inputs: torch.Tensor, *, w_bits: int = 8,
+                        a_bits: int = 8) -> Workload:
+    """Shape-level workload of a float model (no weights needed), per sample of `example_inputs`."""
+    graph = capture(model, example_inputs).gm
+    batch = example_inputs.shape[0]
+    layers = []
+    for node in graph.graph.nodes:
+        kind = node.meta.get("nnchip_kind")
+        if kind not in ("conv2d", "linear", "matmul"):
+            continue
+        shapes = [a.meta["nnchip_shape"] for a in node.args[:2] if isinstance(a, fx.Node)]
+        if kind == "conv2d":
+            conv = graph.get_submodule(str(node.target))
+            layers.append(_conv_work(str(node.target), shapes[0], node.meta["nnchip_shape"], tuple(conv.weight.shape),
+                                     conv.groups, batch, w_bits, a_bits))
+        elif kind == "linear":
+            linear = graph.get_submodule(str(node.target))
+            layers.append(_linear_work(str(node.target), shapes[0], linear.out_features, batch, w_bits, a_bits))
+        else:
+            layers.append(_matmul_work(node.name, shapes[0], shapes[1], batch, a_bits, a_bits))
+    return Workload(tuple(layers))
+
+
+def workload_from_intgraph(graph: IntGraph) -> Workload:
+    """The workload of a lowered integer model; bit-widths are the integer types of the operands."""
+    batch = graph.tensors[graph.inputs[0]].shape[0]
+    layers = []
+    for node in graph.nodes:
+        if node.op not in ("conv2d", "linear", "matmul"):
+            continue
+        source = str(node.attrs.get("source", node.name)).split(" ")[0]
+        x = graph.tensors[node.inputs[0]]
+        if node.op == "matmul":
+            y = graph.tensors[node.inputs[1]]
+            layers.append(_matmul_work(node.name, x.shape, y.shape, batch, y.spec.bits, x.spec.bits))
+            continue
+        weight = node.params["weight"]
+        w_bits = int(node.attrs.get("weight_bits", 8))
+        density = float((weight != 0).mean())
+        if node.op == "conv2d":
+            out_shape = graph.tensors[node.output].shape
+            work = _conv_work(source, x.shape, out_shape, weight.shape, int(node.attrs["groups"]), batch, w_bits,
+                              x.spec.bits)
+        else:
+            work = _linear_work(source, x.shape, weight.shape[0], batch, w_bits, x.spec.bits)
+        layers.append(LayerWork(**{**work.__dict__, "weight_density": max(density, 1e-9)}))
+    return Workload(tuple(layers))
