@@ -38,7 +38,8 @@ def _channel_view(values: Tensor, ndim: int, axis: int = 1) -> Tensor:
 
 
 def _exact_reduce(fn, *operands: Tensor, bound_bits: int) -> Tensor:  # type: ignore[no-untyped-def]
-    dtype = torch.float32 if bound_bits < 24 else torch.float64
+    """fn on float copies, exact: `bound_bits` (signed) <= 25 means |partial sums| < 2^24, exact in float32."""
+    dtype = torch.float32 if bound_bits <= 25 else torch.float64
     return torch.round(fn(*(o.to(dtype) for o in operands))).to(torch.int64)
 
 
