@@ -70,3 +70,8 @@ def test_deploy_forward_imports_nothing_from_lower_or_export() -> None:
 def test_numpy_reader_imports_only_numpy_and_the_standard_library() -> None:
     names = imported_modules(SRC / "export" / "reader.py")
     assert not any(n.startswith(("torch", "nnchip")) for n in names), names
+
+
+def test_vit_with_integer_nonlinear_forward_agrees(tmp_path: Path) -> None:
+    qmodel, graph, _, x_int = lowered("vit", "w4a4", nonlinear="integer")  # IntegerSoftmax/LayerNorm sources
+    assert_three_way(qmodel, graph, x_int[:8], tmp_path)
