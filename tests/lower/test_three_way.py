@@ -72,6 +72,10 @@ def test_numpy_reader_imports_only_numpy_and_the_standard_library() -> None:
     assert not any(n.startswith(("torch", "nnchip")) for n in names), names
 
 
-def test_vit_with_integer_nonlinear_forward_agrees(tmp_path: Path) -> None:
-    qmodel, graph, _, x_int = lowered("vit", "w4a4", nonlinear="integer")  # IntegerSoftmax/LayerNorm sources
+@pytest.mark.parametrize("changes", [{"nonlinear": "float"}, {"softmax_impl": "shiftmax"}],
+                         ids=["float-nonlinear", "shiftmax"])
+def test_vit_with_non_default_nonlinear_choices_agrees(changes: dict, tmp_path: Path) -> None:
+    qmodel, graph, _, x_int = lowered("vit", "w4a4", **changes)
+    softmax = next(n for n in graph.nodes if n.op == "softmax")
+    assert softmax.attrs["mode"] == changes.get("softmax_impl", "table")
     assert_three_way(qmodel, graph, x_int[:8], tmp_path)

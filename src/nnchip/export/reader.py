@@ -126,6 +126,8 @@ class ExportedModel:
             parts = [requantize(x, int(m), int(n), z, a["out_zero_point"], a["lo"], a["hi"])
                      for x, z, m, n in zip(args, a["zero_points"], p["multiplier"], p["shift"], strict=True)]
             return np.concatenate(parts, axis=a["dim"])
+        if op == "softmax" and a["mode"] == "table":
+            return _table_softmax(args[0], p["table"], a["out_bits"], a["dim"])
         if op == "softmax":
             x = args[0]
             e = exp_shift(x - x.max(axis=a["dim"], keepdims=True), a["x0"], a["n"])
@@ -164,17 +166,25 @@ def _conv2d(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     return out
 
 
+def _table_softmax(x: np.ndarray, table: np.ndarray, out_bits: int, dim: int) -> np.ndarray:
+    e = table[np.minimum(x.max(axis=dim, keepdims=True) - x, table.size - 1)]
+    total = np.maximum(e.sum(axis=dim, keepdims=True), 1)
+    shift = 52 - (out_bits - 1)
+    return (e * (2**52 // total) + (1 << (shift - 1))) >> shift
+
+
 def _layernorm(x: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np.ndarray:
     c = x.shape[-1]
-    mean = (2 * x.sum(axis=-1, keepdims=True) + c) // (2 * c)
-    y = x - mean
-    var = (y * y).sum(axis=-1, keepdims=True)
+    total = x.sum(axis=-1, keepdims=True)
     if a["sqrt_mode"] == "ivit":
+        y = x - (2 * total + c) // (2 * c)
+        var = (y * y).sum(axis=-1, keepdims=True)
         std = np.full_like(var, 2**16)
         for _ in range(10):
             std = (std + var // np.maximum(std, 1)) >> 1
     else:
-        std = isqrt_exact(var)
+        y = c * x - total
+        std = isqrt_exact((y * y).sum(axis=-1, keepdims=True))
     std = np.maximum(std, 1)
     z = (y * (INT31_MAX // std)) >> 1
     sign = np.where(p["negate"].astype(bool), -1, 1)

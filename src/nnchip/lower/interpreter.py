@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nnchip.core.errors import ConversionError
-from nnchip.core.int_nonlinear import int_layernorm_core, shiftmax
+from nnchip.core.int_nonlinear import int_layernorm_core, shiftmax, table_softmax
 from nnchip.core.intmath import Rounding, requantize, round_shift, saturate
 from nnchip.lower.intgraph import IntGraph, IntNode
 
@@ -169,6 +169,9 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
                                     in_zero_point=zp, out_zero_point=node.attrs["out_zero_point"],
                                     lo=node.attrs["lo"], hi=node.attrs["hi"]))
         return torch.cat(parts, dim=node.attrs["dim"])
+    if op == "softmax" and node.attrs["mode"] == "table":
+        return table_softmax(args[0], torch.from_numpy(node.params["table"]).to(torch.int64),
+                             out_bits=int(node.attrs["out_bits"]), dim=int(node.attrs["dim"]))
     if op == "softmax":
         return shiftmax(args[0], int(node.attrs["x0"]), out_bits=int(node.attrs["out_bits"]), n=int(node.attrs["n"]),
                         dim=int(node.attrs["dim"]))

@@ -3,7 +3,7 @@
 Every activation quantizer of the QModel defines one integer tensor. Walking back from a quantizer through
 clamps (ReLU/ReLU6/Hardtanh) reaches the op that computes its values; that op becomes one integer node whose
 requantization targets the quantizer's grid: conv/linear (+ folded BatchNorm) + clamp, residual add, pooling,
-mean, concat, attention matmuls, softmax (Shiftmax), GELU (table), LayerNorm (integer, exact isqrt).
+mean, concat, attention matmuls, softmax (exp table or Shiftmax), GELU (table), LayerNorm (integer, exact isqrt).
 Layout ops (flatten, reshape, permute, ...) become layout nodes; positive `scale` nodes only change metadata.
 """
 
@@ -19,7 +19,7 @@ from torch import fx
 
 from nnchip.core.capture import module_path_and_type
 from nnchip.core.errors import ConversionError, UnsupportedError
-from nnchip.core.int_nonlinear import exp_shift_x0
+from nnchip.core.int_nonlinear import exp_shift_x0, softmax_exp_table
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
 from nnchip.core.intspec import IntSpec
 from nnchip.core.op_kinds import CLAMP_KINDS, LAYOUT_KINDS, scale_factor
@@ -28,11 +28,13 @@ from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
 
 LUT_MAX_INPUT_BITS = 10
+SOFTMAX_TABLE_MAX_ENTRIES = 4096
 
 
 class _Lowerer:
     def __init__(self, qmodel: QModel, acc_bits: int, mult_bits: int, add_frac_bits: int) -> None:
         self.gm = qmodel.gm
+        self.config = qmodel.config
         self.acc_bits, self.mult_bits, self.add_frac_bits = acc_bits, mult_bits, add_frac_bits
         self.tensors: dict[str, IntTensor] = {}
         self.nodes: list[IntNode] = []
@@ -268,9 +270,20 @@ class _Lowerer:
             raise ConversionError(f"{self.where(node)}: softmax output must be unsigned, zero point 0, scale 2^-(b-1)")
         if 1.0 / x.scale >= 2**16:
             raise ConversionError(f"{self.where(node)}: softmax input scale {x.scale:.3g} too fine (1/S >= 2^16)")
-        self.nodes.append(IntNode(name, "softmax", [x.name], name, {},
-                                  {"dim": int(dim) if dim is not None else -1, "x0": exp_shift_x0(x.scale), "n": 15,
-                                   "out_bits": out_bits, "mode": "shiftmax", "source": self.where(node)}))
+        impl = self.config.softmax_impl
+        attrs = {"dim": int(dim) if dim is not None else -1, "out_bits": out_bits, "mode": impl,
+                 "source": self.where(node)}
+        params: dict[str, np.ndarray] = {}
+        if impl == "table":
+            table = softmax_exp_table(x.scale, x.spec.qmax - x.spec.qmin)
+            if table.numel() > SOFTMAX_TABLE_MAX_ENTRIES:
+                raise ConversionError(f"{self.where(node)}: softmax exp table needs {table.numel()} entries (more than "
+                                      f"{SOFTMAX_TABLE_MAX_ENTRIES}); quantize its input to fewer bits or use "
+                                      "softmax_impl 'shiftmax'")
+            params["table"] = table.numpy()
+        else:
+            attrs.update(x0=exp_shift_x0(x.scale), n=15)
+        self.nodes.append(IntNode(name, "softmax", [x.name], name, params, attrs))
 
     def emit_gelu(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         x = self.input_tensor(node.args[0], node)
@@ -286,6 +299,11 @@ class _Lowerer:
         x = self.input_tensor(node.args[0], node)
         module = self.module(node)
         channels = x.shape[-1]
+        span = x.spec.qmax - x.spec.qmin
+        if getattr(module, "sqrt_mode", "exact") == "exact" and channels**3 * span**2 >= 2**62:
+            raise ConversionError(f"{self.where(node)}: integer LayerNorm over {channels} channels of "
+                                  f"{x.spec.bits}-bit inputs: the sum of squares C^3·range^2 reaches 2^62; "
+                                  "quantize its input to fewer bits")
         gamma = module.weight.detach().double() if module.weight is not None else torch.ones(channels).double()
         beta = module.bias.detach().double() if module.bias is not None else torch.zeros(channels).double()
         unit = math.sqrt(channels) / 2**30  # real value of one unit of the normalised integer z
@@ -341,7 +359,7 @@ def _encode_arg(value: object, tensor_of: dict[fx.Node, str]) -> object:
     return value
 
 
-def lower(qmodel: QModel, *, acc_bits: int = 32, mult_bits: int = 32, add_frac_bits: int = 8) -> IntGraph:
+def lower(qmodel: QModel, *, acc_bits: int = 32, mult_bits: int = 32, add_frac_bits: int = 16) -> IntGraph:
     """Lower a calibrated/trained QModel to an IntGraph (see the module docstring)."""
     if qmodel.config.keep_float:
         kept = ", ".join(qmodel.config.keep_float)

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 
 from nnchip.core.errors import UnsupportedError
-from nnchip.core.int_nonlinear import exp_shift_x0, int_layernorm_core, shiftmax
+from nnchip.core.int_nonlinear import exp_shift_x0, int_layernorm_core, shiftmax, softmax_exp_table, table_softmax
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers, requantize, round_shift, saturate
 from nnchip.core.op_kinds import CLAMP_KINDS, LAYOUT_KINDS, scale_factor
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
 
-ADD_FRAC_BITS = 8
+ADD_FRAC_BITS = 16  # alignment precision of residual adds (the lowering's default add_frac_bits)
 
 
 @dataclass
@@ -55,6 +55,7 @@ def _requant_to(acc: Tensor, real: Tensor | float, out: _Q, lo: int, hi: int, ax
 class _Deployer:
     def __init__(self, qmodel: QModel) -> None:
         self.gm = qmodel.gm
+        self.softmax_impl = qmodel.config.softmax_impl
         self.env: dict[fx.Node, Any] = {}
 
     def module(self, node: fx.Node) -> Any:
@@ -218,7 +219,17 @@ class _Deployer:
         dim = getattr(self.module(node), "dim", -1) if node.op == "call_module" else node.kwargs.get(
             "dim", node.args[1] if len(node.args) > 1 else -1)
         bits = int(round(-math.log2(out.scale))) + 1
+        if self.softmax_impl == "table":
+            spec = self.source_quantizer(node.args[0]).grid.spec
+            table = softmax_exp_table(x.scale, spec.qmax - spec.qmin)
+            return table_softmax(x.data, table, out_bits=bits, dim=int(dim))
         return shiftmax(x.data, exp_shift_x0(x.scale), out_bits=bits, dim=int(dim))
+
+    def source_quantizer(self, node: fx.Node) -> Quantizer:
+        """The quantizer whose integers reach `node` through value-preserving ops."""
+        while node.meta.get("nnchip_kind") != "quantize":
+            node = next(a for a in node.args if isinstance(a, fx.Node))
+        return self.module(node)
 
     def op_gelu(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
         x = self.arg(node)

@@ -19,6 +19,8 @@ from nnchip.core.int_nonlinear import (
     int_layernorm_core,
     layernorm_output_scale,
     shiftmax,
+    softmax_exp_table,
+    table_softmax,
 )
 from nnchip.core.op_kinds import LAYOUT_KINDS, scale_factor
 from nnchip.quant.base import Quantizer
@@ -36,6 +38,11 @@ class _IntegerInput(nn.Module):
         if source.get_scale().numel() != 1:
             raise ConfigError("nonlinear 'integer' needs a per-tensor scale on the input of softmax/GELU/LayerNorm")
 
+    def active(self) -> bool:
+        """False while the source quantizer calibrates or is disabled: the float function runs instead."""
+        source = self._source
+        return source.enabled and not source.calibrating and bool(source.initialized)
+
     def input_scale(self) -> float:
         return float(self._source.get_scale().detach()) * self.factor
 
@@ -48,15 +55,22 @@ class _IntegerInput(nn.Module):
 class IntegerSoftmax(_IntegerInput):
     nnchip_kind = "softmax"
 
-    def __init__(self, source: Quantizer, factor: float, dim: int, out_bits: int) -> None:
+    def __init__(self, source: Quantizer, factor: float, dim: int, out_bits: int, impl: str = "table") -> None:
         super().__init__(source, factor)
-        self.dim, self.out_bits = dim, out_bits
+        self.dim, self.out_bits, self.impl = dim, out_bits, impl
 
     def forward(self, x: Tensor) -> Tensor:
-        q, scale = self.integers(x)
-        y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim).to(x.dtype)
-        y = y * 2.0 ** (1 - self.out_bits)
         reference = torch.softmax(x, dim=self.dim)
+        if not self.active():
+            return reference
+        q, scale = self.integers(x)
+        if self.impl == "table":
+            spec = self._source.grid.spec
+            table = softmax_exp_table(scale, spec.qmax - spec.qmin)
+            y = table_softmax(q, table, out_bits=self.out_bits, dim=self.dim).to(x.dtype)
+        else:
+            y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim).to(x.dtype)
+        y = y * 2.0 ** (1 - self.out_bits)
         return reference + (y - reference).detach()
 
 
@@ -79,11 +93,14 @@ class IntegerLayerNorm(nn.LayerNorm):
         self.sqrt_mode = sqrt_mode
 
     def forward(self, x: Tensor) -> Tensor:
-        q, _ = self.input.integers(x)
-        normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
-        normalised = normalised * layernorm_output_scale(x.shape[-1])
         reference = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
-        out = reference + (normalised - reference).detach()
+        if self.input.active():
+            q, _ = self.input.integers(x)
+            normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
+            normalised = normalised * layernorm_output_scale(x.shape[-1])
+            out = reference + (normalised - reference).detach()
+        else:
+            out = reference
         if self.weight is not None:
             out = out * self.weight
         return out + self.bias if self.bias is not None else out
@@ -102,7 +119,7 @@ def _quantized_source(gm: fx.GraphModule, node: fx.Node) -> tuple[Quantizer, flo
         current = next(a for a in current.args if isinstance(a, fx.Node))
 
 
-def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int) -> None:
+def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int, softmax_impl: str = "table") -> None:
     """Replace softmax and LayerNorm nodes by their integer-arithmetic modules (in place)."""
     for node in list(gm.graph.nodes):
         kind = node.meta.get("nnchip_kind")
@@ -114,7 +131,7 @@ def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int) -> None:
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             if node.op == "call_module":
                 dim = gm.get_submodule(str(node.target)).dim
-            module = IntegerSoftmax(source, factor, int(dim if dim is not None else -1), softmax_bits)
+            module = IntegerSoftmax(source, factor, int(dim if dim is not None else -1), softmax_bits, softmax_impl)
         else:
             if node.op != "call_module":
                 raise ConfigError(f"nonlinear 'integer': functional layer_norm at {node.name} is not supported")

@@ -24,7 +24,7 @@ from nnchip.core.errors import ConfigError, UnsupportedError
 from nnchip.core.fold_batchnorm import fold_batchnorm
 from nnchip.core.op_kinds import ELEMENTWISE_KINDS, LAYOUT_KINDS
 from nnchip.quant.base import Quantizer
-from nnchip.quant.modules import QConv2d, QLinear
+from nnchip.quant.modules import Q_LAYER_TYPES, QConv2d, QLinear
 from nnchip.quant.nonlinear import use_integer_nonlinear
 from nnchip.quant.registry import QUANTIZERS
 from nnchip.quant.spec import QuantConfig, QuantSpec
@@ -87,8 +87,9 @@ def quantize(model: nn.Module, config: QuantConfig, *, example_inputs: Tensor | 
     for producer, users in consumers.items():
         spec = _act_spec(config, producer, users, edge_nodes, overrides)
         _insert_quantizer(gm, producer, _make_act_quantizer(spec, producer))
+    _link_input_quantizers(gm)
     if config.nonlinear == "integer":
-        use_integer_nonlinear(gm, config.softmax_bits)
+        use_integer_nonlinear(gm, config.softmax_bits, config.softmax_impl)
     gm.graph.lint()
     gm.recompile()
     qmodel = QModel(gm, config, inputs)
@@ -214,6 +215,19 @@ def _insert_quantizer(gm: fx.GraphModule, producer: fx.Node, quantizer: Quantize
     qnode.meta.update(nnchip_kind="quantize", nnchip_shape=producer.meta.get("nnchip_shape"))
     qnode.meta["nn_module_stack"] = producer.meta.get("nn_module_stack", {})
     return qnode
+
+
+def _link_input_quantizers(gm: fx.GraphModule) -> None:
+    """Tell each Q-layer which activation quantizer its input comes from (through layout ops and max
+    pooling, which keep the scale), so its bias can live on the integer accumulator grid."""
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(layer := gm.get_submodule(str(node.target)), Q_LAYER_TYPES):
+            continue
+        source = node.args[0]
+        while isinstance(source, fx.Node) and source.meta.get("nnchip_kind") in LAYOUT_KINDS | {"maxpool2d"}:
+            source = source.args[0]
+        if isinstance(source, fx.Node) and source.meta.get("nnchip_kind") == "quantize":
+            layer.link_input_quantizer(gm.get_submodule(str(source.target)))
 
 
 def _unique_name(gm: fx.GraphModule, base: str) -> str:
