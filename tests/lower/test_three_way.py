@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lowering_cases import lowered
+from lowering_cases import PRECISIONS, lowered
+from models_for_tests import randomize_batchnorm
 
-from nnchip import QuantConfig, calibrate, quantize
+from nnchip import calibrate, quantize
 from nnchip.export import export, load_export
 from nnchip.lower import lower, run
+from nnchip.lower.intgraph import INTEGER_DTYPES
 from nnchip.models import build
 from nnchip.quant.deploy import deploy_forward
 
@@ -38,17 +40,47 @@ def test_three_implementations_agree(kind: str, precision: str, tmp_path: Path) 
     assert_three_way(qmodel, graph, x_int[:8], tmp_path)
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vit_tiny", "cnn_tiny"])
-def test_zoo_models_agree(name: str, tmp_path: Path) -> None:
+# Every zoo entry at small input shapes (deit_small/deit_base are deit_tiny's code at larger widths; their
+# IntGraphs are walked in test_every_zoo_intgraph_is_integer).
+ZOO_SHAPES: dict[str, tuple[dict, tuple[int, ...]]] = {
+    "cnn_tiny": ({"in_channels": 1, "image_size": 8}, (4, 1, 8, 8)),
+    "resnet20": ({}, (2, 3, 32, 32)),
+    "resnet56": ({}, (1, 3, 32, 32)),
+    "resnet18": ({"image_size": 32}, (1, 3, 32, 32)),
+    "mobilenetv2": ({"image_size": 32}, (1, 3, 32, 32)),
+    "vgg_small": ({}, (1, 3, 32, 32)),
+    "vit_tiny": ({"in_channels": 1, "image_size": 8}, (4, 1, 8, 8)),
+    "deit_tiny": ({"image_size": 32, "patch": 16}, (2, 3, 32, 32)),
+}
+
+
+def zoo_case(name: str, precision: str, options: dict, shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
-    options = {"in_channels": 1, "image_size": 8} if name != "resnet20" else {}
-    model = build(name, **options).eval()
-    size = options.get("image_size", 32)
-    x = torch.randn(8, options.get("in_channels", 3), size, size)
-    qmodel = calibrate(quantize(model, QuantConfig(), example_inputs=x[:2]), [x])
+    model = randomize_batchnorm(build(name, **options)).eval()
+    x = torch.randn(*shape)
+    qmodel = calibrate(quantize(model, PRECISIONS[precision], example_inputs=x[:1]), [x])
     graph = lower(qmodel)
-    x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
+    return qmodel, graph, qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
+
+
+@pytest.mark.parametrize("precision", ["w8a8", "w4a4", "w2a2", "w1a8"])
+@pytest.mark.parametrize("name", sorted(ZOO_SHAPES))
+def test_zoo_models_agree(name: str, precision: str, tmp_path: Path) -> None:
+    qmodel, graph, x_int = zoo_case(name, precision, *ZOO_SHAPES[name])
     assert_three_way(qmodel, graph, x_int, tmp_path)
+
+
+@pytest.mark.parametrize("name", [*sorted(ZOO_SHAPES), "deit_small", "deit_base"])
+def test_every_zoo_intgraph_is_integer(name: str) -> None:
+    options, shape = ZOO_SHAPES.get(name, ({"image_size": 32, "patch": 16}, (1, 3, 32, 32)))
+    _, graph, _ = zoo_case(name, "w8a8", options, shape)
+    for node in graph.nodes:
+        for key, value in node.params.items():
+            assert isinstance(value, np.ndarray) and value.dtype in INTEGER_DTYPES, f"{node.name}.{key}"
+        for key, value in node.attrs.items():
+            assert not isinstance(value, float), f"{node.name}.{key} is a float"
+    for name_, tensor in graph.tensors.items():
+        assert tensor.spec.bits <= 16, name_
 
 
 def imported_modules(path: Path) -> set[str]:
