@@ -104,10 +104,41 @@ def test_numpy_reader_imports_only_numpy_and_the_standard_library() -> None:
     assert not any(n.startswith(("torch", "nnchip")) for n in names), names
 
 
-@pytest.mark.parametrize("changes", [{"nonlinear": "float"}, {"softmax_impl": "shiftmax"}],
-                         ids=["float-nonlinear", "shiftmax"])
+@pytest.mark.parametrize("changes", [{"nonlinear": "float"}, {"softmax_impl": "shiftmax"}, {"gelu_impl": "shiftgelu"},
+                                     {"nonlinear": "float", "gelu_impl": "shiftgelu"}],
+                         ids=["float-nonlinear", "shiftmax", "shiftgelu", "shiftgelu-float-forward"])
 def test_vit_with_non_default_nonlinear_choices_agrees(changes: dict, tmp_path: Path) -> None:
     qmodel, graph, _, x_int = lowered("vit", "w4a4", **changes)
     softmax = next(n for n in graph.nodes if n.op == "softmax")
     assert softmax.attrs["mode"] == changes.get("softmax_impl", "table")
+    assert any(n.op == ("shift_gelu" if "gelu_impl" in changes else "lut") for n in graph.nodes)
     assert_three_way(qmodel, graph, x_int[:8], tmp_path)
+
+
+class ElementwiseNet(torch.nn.Module):
+    """Every elementwise activation the lowering turns into a table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.acts = torch.nn.ModuleList([torch.nn.SiLU(), torch.nn.Hardswish(), torch.nn.Sigmoid(), torch.nn.Tanh(),
+                                         torch.nn.GELU(approximate="tanh")])
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        for act in self.acts:
+            x = act(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("precision", ["w8a8", "w4a4"])
+def test_elementwise_activations_lower_to_exact_tables(precision: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = ElementwiseNet().eval(), torch.randn(16, 3, 8, 8)
+    qmodel = calibrate(quantize(model, PRECISIONS[precision], example_inputs=x[:2]), [x])
+    graph = lower(qmodel)
+    assert sorted(n.attrs["function"] for n in graph.nodes if n.op == "lut") == [
+        "gelu", "hardswish", "sigmoid", "silu", "tanh"]
+    x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
+    assert_three_way(qmodel, graph, x_int, tmp_path)

@@ -6,6 +6,8 @@ are float32 rounding inside conv/linear/matmul sums, which move a value across a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from lowering_cases import PRECISIONS
@@ -31,15 +33,18 @@ def _fake_integers(qmodel, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type:
     return caught
 
 
-@pytest.mark.parametrize("precision", ["w8a8", "w4a4"])
-@pytest.mark.parametrize("kind", ["cnn", "vit"])
-def test_fake_quant_forward_matches_the_integer_model(kind: str, precision: str) -> None:
+@pytest.mark.parametrize(("kind", "precision", "changes"), [
+    ("cnn", "w8a8", {}), ("cnn", "w4a4", {}), ("vit", "w8a8", {}), ("vit", "w4a4", {}),
+    ("vit", "w4a4", {"softmax_impl": "shiftmax", "gelu_impl": "shiftgelu"}),
+])
+def test_fake_quant_forward_matches_the_integer_model(kind: str, precision: str, changes: dict) -> None:
     torch.manual_seed(0)
     if kind == "cnn":
         model, x = randomize_batchnorm(TinyResNet()).eval(), torch.randn(64, 3, 16, 16)
     else:
         model, x = TransformerViT().eval(), torch.randn(64, 1, 8, 8)
-    qmodel = calibrate(quantize(model, PRECISIONS[precision], example_inputs=x[:2]), [x])
+    config = replace(PRECISIONS[precision], **changes)
+    qmodel = calibrate(quantize(model, config, example_inputs=x[:2]), [x])
     fake = _fake_integers(qmodel, x)
     input_node = next(n for n in qmodel.gm.graph.nodes
                       if n.meta.get("nnchip_kind") == "quantize" and n.args[0].meta.get("nnchip_kind") == "input")

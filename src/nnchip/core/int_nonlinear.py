@@ -76,6 +76,14 @@ def table_softmax(x: Tensor, table: Tensor, *, out_bits: int = 8, dim: int = -1)
     return asr(e * factor + (1 << (shift - 1)), shift)
 
 
+SHIFT_GELU_SIGMA_BITS = 16  # σ on a 2^-15 grid inside the integer GELU
+
+
+def shift_gelu_x0(scale: float) -> int:
+    """x0 of ShiftGELU's exponential: floor(−1 / (1.702·S))."""
+    return exp_shift_x0(1.702 * scale)
+
+
 def shift_gelu(x: Tensor, x0: int, *, out_bits: int = 8, n: int = 23, dim: int = -1) -> Tensor:
     """ShiftGELU: x·σ(1.702·x) with σ as a two-term Shiftmax; x0 = floor(−1/(1.702·S)).
 

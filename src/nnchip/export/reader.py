@@ -135,6 +135,9 @@ class ExportedModel:
             return (e * (INT31_MAX // total)) >> (32 - a["out_bits"])
         if op == "lut":
             return p["table"][args[0] - a["in_qmin"]]
+        if op == "shift_gelu":
+            y = _shift_gelu(args[0] - a["in_zero_point"], a["x0"], a["n"], a["sigma_bits"])
+            return requantize(y, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
         if op == "layernorm":
             return _layernorm(args[0], p, a)
         raise ExportError(f"node {node['name']}: unknown op {op!r}")
@@ -164,6 +167,14 @@ def _conv2d(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
         weights = w[g * per_group:(g + 1) * per_group].reshape(per_group, -1)
         out[:, g * per_group:(g + 1) * per_group] = np.matmul(cols, weights.T).transpose(0, 3, 1, 2)
     return out
+
+
+def _shift_gelu(x: np.ndarray, x0: int, n: int, sigma_bits: int) -> np.ndarray:
+    x_max = np.maximum(x.max(axis=-1, keepdims=True), 0)
+    e1 = exp_shift(x - x_max, x0, n)
+    e2 = exp_shift(np.broadcast_to(-x_max, x.shape), x0, n)
+    total = np.clip(e1 + e2, 1, INT31_MAX)
+    return x * ((e1 * (INT31_MAX // total)) >> (32 - sigma_bits))
 
 
 def _table_softmax(x: np.ndarray, table: np.ndarray, out_bits: int, dim: int) -> np.ndarray:

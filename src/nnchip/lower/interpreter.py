@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nnchip.core.errors import ConversionError
-from nnchip.core.int_nonlinear import int_layernorm_core, shiftmax, table_softmax
+from nnchip.core.int_nonlinear import int_layernorm_core, shift_gelu, shiftmax, table_softmax
 from nnchip.core.intmath import Rounding, requantize, round_shift, saturate
 from nnchip.lower.intgraph import IntGraph, IntNode
 
@@ -175,6 +175,10 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
     if op == "softmax":
         return shiftmax(args[0], int(node.attrs["x0"]), out_bits=int(node.attrs["out_bits"]), n=int(node.attrs["n"]),
                         dim=int(node.attrs["dim"]))
+    if op == "shift_gelu":
+        y = shift_gelu(args[0] - int(node.attrs["in_zero_point"]), int(node.attrs["x0"]),
+                       out_bits=int(node.attrs["sigma_bits"]), n=int(node.attrs["n"]))
+        return _requant_node(node, y, axis=y.dim() - 1)
     if op == "lut":
         table = torch.from_numpy(node.params["table"]).to(torch.int64)
         return table[args[0] - int(node.attrs["in_qmin"])]

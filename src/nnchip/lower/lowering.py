@@ -19,10 +19,10 @@ from torch import fx
 
 from nnchip.core.capture import module_path_and_type
 from nnchip.core.errors import ConversionError, UnsupportedError
-from nnchip.core.int_nonlinear import exp_shift_x0, softmax_exp_table
+from nnchip.core.int_nonlinear import SHIFT_GELU_SIGMA_BITS, exp_shift_x0, shift_gelu_x0, softmax_exp_table
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
 from nnchip.core.intspec import IntSpec
-from nnchip.core.op_kinds import CLAMP_KINDS, LAYOUT_KINDS, scale_factor
+from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
@@ -132,7 +132,7 @@ class _Lowerer:
         if source in self.tensor_of:  # a quantized tensor re-quantized (e.g. through layout ops)
             self.emit_requant(name, self.tensors[self.tensor_of[source]], out, lo, hi, source)
             return
-        emitter = getattr(self, f"emit_{kind}", None)
+        emitter = self.emit_elementwise if kind in ELEMENTWISE_KINDS else getattr(self, f"emit_{kind}", None)
         if emitter is None:
             raise UnsupportedError(f"{self.where(source)}: op kind {kind!r} is not supported by the integer lowering")
         emitter(name, source, out, lo, hi)
@@ -285,15 +285,26 @@ class _Lowerer:
             attrs.update(x0=exp_shift_x0(x.scale), n=15)
         self.nodes.append(IntNode(name, "softmax", [x.name], name, params, attrs))
 
-    def emit_gelu(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
+    def emit_elementwise(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         x = self.input_tensor(node.args[0], node)
+        kind = node.meta["nnchip_kind"]
+        if kind == "gelu" and self.config.gelu_impl == "shiftgelu":
+            params = self.requant_params(np.array([x.scale * 2.0 ** (1 - SHIFT_GELU_SIGMA_BITS) / out.scale]),
+                                         self.where(node))
+            self.nodes.append(IntNode(name, "shift_gelu", [x.name], name, params,
+                                      {"in_zero_point": x.zero_point, "x0": shift_gelu_x0(x.scale), "n": 23,
+                                       "sigma_bits": SHIFT_GELU_SIGMA_BITS, "out_zero_point": out.zero_point,
+                                       "lo": lo, "hi": hi, "rounding": "half_up", "source": self.where(node)}))
+            return
         if x.spec.bits > LUT_MAX_INPUT_BITS:
-            raise ConversionError(f"{self.where(node)}: GELU table needs an input of at most {LUT_MAX_INPUT_BITS} bits")
+            raise ConversionError(f"{self.where(node)}: the {kind} table needs an input of at most "
+                                  f"{LUT_MAX_INPUT_BITS} bits")
+        function = elementwise_function(kind, self.module(node) if node.op == "call_module" else None)
         codes = torch.arange(x.spec.qmin, x.spec.qmax + 1, dtype=torch.float64)
-        real = F.gelu((codes - x.zero_point) * x.scale)
+        real = function((codes - x.zero_point) * x.scale)
         table = torch.clamp(torch.round(real / out.scale) + out.zero_point, lo, hi).to(torch.int64)
         self.nodes.append(IntNode(name, "lut", [x.name], name, {"table": table.numpy()},
-                                  {"in_qmin": x.spec.qmin, "function": "gelu", "source": self.where(node)}))
+                                  {"in_qmin": x.spec.qmin, "function": kind, "source": self.where(node)}))
 
     def emit_layernorm(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         x = self.input_tensor(node.args[0], node)

@@ -19,9 +19,18 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 
 from nnchip.core.errors import UnsupportedError
-from nnchip.core.int_nonlinear import exp_shift_x0, int_layernorm_core, shiftmax, softmax_exp_table, table_softmax
+from nnchip.core.int_nonlinear import (
+    SHIFT_GELU_SIGMA_BITS,
+    exp_shift_x0,
+    int_layernorm_core,
+    shift_gelu,
+    shift_gelu_x0,
+    shiftmax,
+    softmax_exp_table,
+    table_softmax,
+)
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers, requantize, round_shift, saturate
-from nnchip.core.op_kinds import CLAMP_KINDS, LAYOUT_KINDS, scale_factor
+from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
 
@@ -56,6 +65,7 @@ class _Deployer:
     def __init__(self, qmodel: QModel) -> None:
         self.gm = qmodel.gm
         self.softmax_impl = qmodel.config.softmax_impl
+        self.gelu_impl = qmodel.config.gelu_impl
         self.env: dict[fx.Node, Any] = {}
 
     def module(self, node: fx.Node) -> Any:
@@ -125,7 +135,7 @@ class _Deployer:
             x = self.env[source]
             out.data = _requant_to(x.data, x.scale / out.scale, out, lo, hi, in_zp=x.zero_point)
         else:
-            compute = getattr(self, f"op_{kind}", None)
+            compute = self.op_elementwise if kind in ELEMENTWISE_KINDS else getattr(self, f"op_{kind}", None)
             if compute is None:
                 raise UnsupportedError(f"deploy forward: op kind {kind!r} at {source.name} is not supported")
             out.data = compute(source, out, lo, hi)
@@ -231,9 +241,14 @@ class _Deployer:
             node = next(a for a in node.args if isinstance(a, fx.Node))
         return self.module(node)
 
-    def op_gelu(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
-        x = self.arg(node)
-        real = F.gelu((x.data - x.zero_point).double() * x.scale)  # the table entry for each input code
+    def op_elementwise(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
+        x, kind = self.arg(node), node.meta["nnchip_kind"]
+        centred = x.data - x.zero_point
+        if kind == "gelu" and self.gelu_impl == "shiftgelu":
+            y = shift_gelu(centred, shift_gelu_x0(x.scale), out_bits=SHIFT_GELU_SIGMA_BITS)
+            return _requant_to(y, x.scale * 2.0 ** (1 - SHIFT_GELU_SIGMA_BITS) / out.scale, out, lo, hi)
+        function = elementwise_function(kind, self.module(node) if node.op == "call_module" else None)
+        real = function(centred.double() * x.scale)  # the table entry for each input code
         return torch.clamp(torch.round(real / out.scale) + out.zero_point, lo, hi).to(torch.int64)
 
     def op_layernorm(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:

@@ -3,8 +3,9 @@
 Each module reads its input's integer values from the quantizer that produced them (and any positive
 `scale` nodes in between), runs the contract's integer operator (`nnchip.core.int_nonlinear`) and returns
 real values, with the float function's gradient (straight-through), so QAT trains against exactly the
-arithmetic that the integer model performs. GELU needs no module: the contract's default GELU is a table
-T[q] = round(gelu(S·(q − z)) / S_out) + z_out, which is exactly float GELU followed by the output quantizer.
+arithmetic that the integer model performs. The default GELU needs no module: its contract form is a table
+T[q] = round(gelu(S·(q − z)) / S_out) + z_out, which is exactly float GELU followed by the output quantizer;
+ShiftGELU (gelu_impl = "shiftgelu") has one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from torch import Tensor, fx, nn
 
 from nnchip.core.errors import ConfigError
 from nnchip.core.int_nonlinear import (
+    SHIFT_GELU_SIGMA_BITS,
     exp_shift_x0,
     int_layernorm_core,
     layernorm_output_scale,
+    shift_gelu,
+    shift_gelu_x0,
     shiftmax,
     softmax_exp_table,
     table_softmax,
@@ -74,6 +78,21 @@ class IntegerSoftmax(_IntegerInput):
         return reference + (y - reference).detach()
 
 
+class IntegerGELU(_IntegerInput):
+    """ShiftGELU (QuantConfig.gelu_impl = "shiftgelu"): y = x·σ(1.702x) in integers, σ on a 2^-15 grid."""
+
+    nnchip_kind = "gelu"
+
+    def forward(self, x: Tensor) -> Tensor:
+        reference = F.gelu(x)
+        if not self.active():
+            return reference
+        q, scale = self.integers(x)
+        y = shift_gelu(q, shift_gelu_x0(scale), out_bits=SHIFT_GELU_SIGMA_BITS).to(x.dtype)
+        y = y * (scale * 2.0 ** (1 - SHIFT_GELU_SIGMA_BITS))
+        return reference + (y - reference).detach()
+
+
 class IntegerLayerNorm(nn.LayerNorm):
     """nn.LayerNorm whose normalisation is the contract's integer one (exact isqrt); γ, β stay real and
     trainable (the lowering folds them into the per-channel requantization)."""
@@ -119,11 +138,13 @@ def _quantized_source(gm: fx.GraphModule, node: fx.Node) -> tuple[Quantizer, flo
         current = next(a for a in current.args if isinstance(a, fx.Node))
 
 
-def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int, softmax_impl: str = "table") -> None:
-    """Replace softmax and LayerNorm nodes by their integer-arithmetic modules (in place)."""
+def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int, softmax_impl: str = "table",
+                          gelu_impl: str = "table") -> None:
+    """Replace softmax and LayerNorm nodes (and GELU for ShiftGELU) by their integer-arithmetic modules."""
+    kinds = ("softmax", "layernorm", "gelu") if gelu_impl == "shiftgelu" else ("softmax", "layernorm")
     for node in list(gm.graph.nodes):
         kind = node.meta.get("nnchip_kind")
-        if kind not in ("softmax", "layernorm"):
+        if kind not in kinds:
             continue
         source, factor = _quantized_source(gm, node.args[0])
         module: nn.Module
@@ -132,6 +153,8 @@ def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int, softmax_impl: s
             if node.op == "call_module":
                 dim = gm.get_submodule(str(node.target)).dim
             module = IntegerSoftmax(source, factor, int(dim if dim is not None else -1), softmax_bits, softmax_impl)
+        elif kind == "gelu":
+            module = IntegerGELU(source, factor)
         else:
             if node.op != "call_module":
                 raise ConfigError(f"nonlinear 'integer': functional layer_norm at {node.name} is not supported")

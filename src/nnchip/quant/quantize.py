@@ -89,7 +89,7 @@ def quantize(model: nn.Module, config: QuantConfig, *, example_inputs: Tensor | 
         _insert_quantizer(gm, producer, _make_act_quantizer(spec, producer))
     _link_input_quantizers(gm)
     if config.nonlinear == "integer":
-        use_integer_nonlinear(gm, config.softmax_bits, config.softmax_impl)
+        use_integer_nonlinear(gm, config.softmax_bits, config.softmax_impl, config.gelu_impl)
     gm.graph.lint()
     gm.recompile()
     qmodel = QModel(gm, config, inputs)

@@ -104,6 +104,7 @@ class LayerOverride:
 
 
 SOFTMAX_IMPLS = ("table", "shiftmax")
+GELU_IMPLS = ("table", "shiftgelu")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class QuantConfig:
                       "float": float softmax/LayerNorm on quantized inputs (the integer model then differs)
     softmax_impl      integer softmax: "table" (default; exp table, within 2^-16 of float softmax) or
                       "shiftmax" (I-ViT's shift-and-add exp, no table)
+    gelu_impl         integer GELU: "table" (default; T[q] = round(gelu(S·(q − z))/S_out) + z_out, exact) or
+                      "shiftgelu" (I-ViT's x·σ(1.702x) with shift-and-add exponentials, no table)
     keep_float        module paths explicitly kept in float (such a model cannot be lowered to integers)
     overrides         per-layer specs (mixed precision)
     """
@@ -133,6 +136,7 @@ class QuantConfig:
     output_bits: int = 16
     nonlinear: str = "integer"
     softmax_impl: str = "table"
+    gelu_impl: str = "table"
     keep_float: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
 
@@ -151,6 +155,8 @@ class QuantConfig:
             raise ConfigError(f"nonlinear must be 'float' or 'integer', got {self.nonlinear!r}")
         if self.softmax_impl not in SOFTMAX_IMPLS:
             raise ConfigError(f"softmax_impl must be one of {', '.join(SOFTMAX_IMPLS)}, got {self.softmax_impl!r}")
+        if self.gelu_impl not in GELU_IMPLS:
+            raise ConfigError(f"gelu_impl must be one of {', '.join(GELU_IMPLS)}, got {self.gelu_impl!r}")
         if self.weight.granularity == "token":
             raise ConfigError("weight.granularity 'token' is for activations; use 'tensor', 'channel' or 'group'")
         if self.act.granularity in ("channel", "group"):
