@@ -108,7 +108,7 @@ class _Lowerer:
                                    "is not lowered yet; use a uniform activation quantizer")
         name = node.name
         out = IntTensor(name, tuple(node.meta.get("nnchip_shape") or ()), grid.spec,
-                        int(quantizer.get_zero_point()), float(quantizer.get_scale()))
+                        int(quantizer.get_zero_point().detach()), float(quantizer.get_scale().detach()))
         self.tensors[name] = out
         self.tensor_of[node] = name
         source = node.args[0]

@@ -116,7 +116,7 @@ class _Deployer:
 
     def quantizer_output(self, node: fx.Node, x_int: Tensor) -> _Q:
         quantizer: Quantizer = self.module(node)
-        out = _Q(torch.empty(0), float(quantizer.get_scale()), int(quantizer.get_zero_point()))
+        out = _Q(torch.empty(0), float(quantizer.get_scale().detach()), int(quantizer.get_zero_point().detach()))
         spec = quantizer.grid.spec
         source, clamps = node.args[0], []
         while isinstance(source, fx.Node) and source.meta.get("nnchip_kind") in CLAMP_KINDS:
