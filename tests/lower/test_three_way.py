@@ -4,6 +4,7 @@ on every observable tensor, 0 LSB apart; and the three implementations stay inde
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,12 @@ from lowering_cases import PRECISIONS, lowered
 from models_for_tests import randomize_batchnorm
 
 from nnchip import calibrate, quantize
+from nnchip.core.intspec import esb_magnitudes
 from nnchip.export import export, load_export
 from nnchip.lower import lower, run
 from nnchip.lower.intgraph import INTEGER_DTYPES
 from nnchip.models import build
+from nnchip.quant import QuantSpec
 from nnchip.quant.deploy import deploy_forward
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "nnchip"
@@ -142,3 +145,21 @@ def test_elementwise_activations_lower_to_exact_tables(precision: str, tmp_path:
         "gelu", "hardswish", "sigmoid", "silu", "tanh"]
     x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
     assert_three_way(qmodel, graph, x_int, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_esb_weights_lower_exactly_and_export_their_codes(kind: str, tmp_path: Path) -> None:
+    esb = QuantSpec(bits=4, quantizer="esb", granularity="channel", options=(("significant_bits", 2),))
+    qmodel, graph, _, x_int = lowered(kind, "w4a4", weight=esb)
+    assert_three_way(qmodel, graph, x_int[:8], tmp_path)
+    root = export(graph, tmp_path / "codes", formats=("npy", "bin"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    node = next(n for n in manifest["nodes"]
+                if n["attrs"].get("weight_encoding") == "esb" and n["attrs"]["weight_bits"] == 4)
+    assert node["attrs"]["weight_mantissa_bits"] == 1  # the edge layers are 8-bit ESB
+    values = np.load(root / node["params"]["weight"]["npy"]).ravel()
+    packed = np.frombuffer((root / node["params"]["weight"]["bin"]).read_bytes(), np.uint8)
+    bits = np.unpackbits(packed, bitorder="little")[: values.size * 4].reshape(-1, 4)
+    codes = (bits * (1 << np.arange(4))).sum(axis=1)  # sign | E (2 bits) | M (1 bit)
+    magnitudes = np.array(esb_magnitudes(2, 1))[codes & 0b111]
+    assert np.array_equal(np.where(codes >> 3, -magnitudes, magnitudes), values)

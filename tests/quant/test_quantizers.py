@@ -12,7 +12,7 @@ from nnchip.core.errors import ConfigError
 from nnchip.quant import QUANTIZERS, QuantSpec
 
 WEIGHT_CASES = [("minmax", 4), ("minmax", 8), ("lsq", 4), ("sawb", 4), ("sawb", 2), ("dorefa", 3), ("dorefa", 1),
-                ("binary", 1), ("ternary", 2), ("pot", 4), ("lsq+", 4)]
+                ("binary", 1), ("ternary", 2), ("pot", 4), ("lsq+", 4), ("esb", 4), ("esb", 6)]
 ACT_CASES = [("minmax", 4, False), ("minmax", 8, True), ("lsq", 4, False), ("lsq+", 4, False), ("pact", 4, False),
              ("dorefa", 4, False), ("log2", 4, False), ("twin_uniform", 6, False)]
 
@@ -95,11 +95,42 @@ def test_power_of_two_levels() -> None:
     assert (q.int_values(w) + 0.0).tolist() == [[2, 2, 2, 1, 0, 0, -4]]  # midpoints 0.5, 1.5, 3
 
 
+def test_esb_value_set_spans_power_of_two_to_fixed_point() -> None:
+    four_bit = make("esb", 4, "weight", False, options=(("significant_bits", 2),))
+    assert [v for v in four_bit.grid.values if v >= 0] == [0, 1, 2, 3, 4, 6, 8, 12]  # ≤ 2 significant bits
+    assert four_bit.grid.encoding == "esb" and four_bit.grid.storage_bits == 4
+    one_bit = make("esb", 4, "weight", False, options=(("significant_bits", 1),))
+    assert one_bit.grid.values == make("pot", 4, "weight", False).grid.values  # k = 1 is power-of-two
+    fixed = make("esb", 4, "weight", False, options=(("significant_bits", 3),))
+    assert [v for v in fixed.grid.values if v >= 0] == list(range(8))  # k = b − 1 is sign-magnitude fixed point
+    for value in make("esb", 8, "weight", False, options=(("significant_bits", 5),)).grid.values:
+        magnitude = abs(value)
+        assert magnitude == 0 or (magnitude >> (magnitude & -magnitude).bit_length() - 1).bit_length() <= 5
+
+
+def test_esb_refuses_value_sets_beyond_16_bits() -> None:
+    with pytest.raises(ConfigError, match="reach magnitude 245760"):  # 4 exponent bits: octaves up to 2^14
+        make("esb", 8, "weight", False, options=(("significant_bits", 4),))
+    with pytest.raises(ConfigError, match="significant_bits must be in 1..3"):
+        make("esb", 4, "weight", False, options=(("significant_bits", 4),))
+
+
+def test_esb_scale_search_beats_max_scaling() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(6, 200)
+    q = make("esb", 4, "weight", True)
+    q.initialize_from_tensor(w)
+    searched = float((q(w) - w).pow(2).sum())
+    q.set_params(w.abs().amax(dim=1, keepdim=True) / q.max_magnitude, torch.zeros(6, 1))
+    assert searched < float((q(w) - w).pow(2).sum())
+
+
 @pytest.mark.parametrize(
     ("name", "bits", "role", "match"),
     [("binary", 2, "weight", "needs bits 1"), ("ternary", 3, "weight", "needs bits 2"),
      ("pot", 8, "weight", "supports 2..5 bits"), ("log2", 8, "act", "supports 2..4 bits"),
-     ("binary", 1, "act", "weights only"), ("sawb", 11, "weight", "has coefficients for")],
+     ("binary", 1, "act", "weights only"), ("sawb", 11, "weight", "has coefficients for"),
+     ("esb", 8, "act", "weights only")],
 )
 def test_unsupported_bit_widths_are_named(name: str, bits: int, role: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -19,6 +19,8 @@ class Encoding(StrEnum):
     MIDRISE          value = 2*code - (2^bits - 1): odd integers, no zero level (DoReFa-style weights)
     POWER_OF_TWO     code = sign bit (MSB) | exponent field; exponent field 0 -> value 0,
                      e >= 1 -> value ±2^(e-1)
+    ESB              code = sign bit (MSB) | exponent field E | m-bit mantissa field M (elastic significant
+                     bits): E = 0 -> ±M, E >= 1 -> ±(2^m + M)·2^(E-1)  (see `esb_magnitudes`)
     """
 
     TWOS_COMPLEMENT = "twos_complement"
@@ -26,6 +28,14 @@ class Encoding(StrEnum):
     TERNARY = "ternary"
     MIDRISE = "midrise"
     POWER_OF_TWO = "power_of_two"
+    ESB = "esb"
+
+
+def esb_magnitudes(exponent_bits: int, mantissa_bits: int) -> list[int]:
+    """Integer magnitude of every ESB code without its sign, indexed by (E << m) | M."""
+    m = mantissa_bits
+    return [mantissa if exponent == 0 else (2**m + mantissa) << (exponent - 1)
+            for exponent in range(2**exponent_bits) for mantissa in range(2**m)]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nnchip.core.errors import ConfigError, NnchipError
+from nnchip.core.intspec import esb_magnitudes
 from nnchip.export.packing import pack_bits, to_hex_lines
 from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
@@ -83,7 +84,8 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             entry["npy"] = record(f"{base}.npy")
             if key == "weight":
                 bits = int(node.attrs.get("weight_bits", 8))
-                codes = _weight_codes(value, node.attrs.get("weight_encoding", "twos_complement"), bits)
+                codes = _weight_codes(value, node.attrs.get("weight_encoding", "twos_complement"), bits,
+                                      int(node.attrs.get("weight_mantissa_bits", 0)))
                 entry["bits"] = bits
                 if "bin" in formats:
                     (root / f"{base}.bin").write_bytes(pack_bits(codes, bits))
@@ -113,9 +115,14 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
     return manifest
 
 
-def _weight_codes(values: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:
     """Stored codes of integer weight values per their encoding (docs/export-format.md)."""
     v = values.astype(np.int64).ravel()
+    if encoding == "esb":
+        magnitudes = esb_magnitudes(bits - 1 - mantissa_bits, mantissa_bits)
+        code_of = np.zeros(max(magnitudes) + 1, dtype=np.int64)
+        code_of[magnitudes] = np.arange(len(magnitudes))
+        return ((v < 0).astype(np.int64) << (bits - 1)) | code_of[np.abs(v)]
     if encoding == "bipolar":
         return (v > 0).astype(np.int64)
     if encoding == "midrise":

@@ -21,7 +21,7 @@ from nnchip.core.capture import module_path_and_type
 from nnchip.core.errors import ConversionError, UnsupportedError
 from nnchip.core.int_nonlinear import SHIFT_GELU_SIGMA_BITS, exp_shift_x0, shift_gelu_x0, softmax_exp_table
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
-from nnchip.core.intspec import IntSpec
+from nnchip.core.intspec import Encoding, IntSpec
 from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
 from nnchip.quant.base import Quantizer
@@ -177,6 +177,8 @@ class _Lowerer:
                                  "acc_bits": acc_bits, "declared_acc_bits": self.acc_bits, "rounding": "half_up",
                                  "weight_encoding": str(wq.grid.encoding), "weight_bits": wq.grid.storage_bits,
                                  "source": self.where(node)}
+        if wq.grid.encoding == Encoding.ESB:
+            attrs["weight_mantissa_bits"] = int(wq.mantissa_bits)
         if op == "conv2d":
             attrs.update(stride=list(layer.stride), padding=list(layer.padding), dilation=list(layer.dilation),
                          groups=layer.groups, pad_value=x.zero_point)

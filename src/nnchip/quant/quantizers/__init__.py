@@ -3,6 +3,7 @@
 from nnchip.quant.quantizers import (  # noqa: F401
     binary,
     dorefa,
+    esb,
     fixed,
     log2,
     lsq,
