@@ -14,7 +14,7 @@ from lowering_cases import PRECISIONS, lowered
 from models_for_tests import randomize_batchnorm
 
 from nnchip import calibrate, quantize
-from nnchip.core.intspec import esb_magnitudes
+from nnchip.core.intspec import esb_magnitudes, sp2_magnitudes
 from nnchip.export import export, load_export
 from nnchip.lower import lower, run
 from nnchip.lower.intgraph import INTEGER_DTYPES
@@ -163,3 +163,33 @@ def test_esb_weights_lower_exactly_and_export_their_codes(kind: str, tmp_path: P
     codes = (bits * (1 << np.arange(4))).sum(axis=1)  # sign | E (2 bits) | M (1 bit)
     magnitudes = np.array(esb_magnitudes(2, 1))[codes & 0b111]
     assert np.array_equal(np.where(codes >> 3, -magnitudes, magnitudes), values)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_row_mixed_weights_lower_exactly_and_pack_each_row_at_its_width(kind: str, tmp_path: Path) -> None:
+    spec = QuantSpec(bits=4, quantizer="row_mixed", granularity="channel",
+                     options=(("high_ratio", 0.25), ("sp2_ratio", 0.25)))
+    qmodel, graph, _, x_int = lowered(kind, "w4a4", weight=spec)
+    assert_three_way(qmodel, graph, x_int[:8], tmp_path)
+    root = export(graph, tmp_path / "rows", formats=("npy", "bin", "hex"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    for node in (n for n in manifest["nodes"] if n["attrs"].get("weight_encoding") == "row_mixed"):
+        entry = node["params"]["weight"]
+        values = np.load(root / entry["npy"])
+        row_format = np.load(root / node["params"]["row_format"]["npy"])
+        widths = [node["attrs"]["row_formats"][f]["bits"] for f in row_format]
+        assert entry["row_bits"] == widths
+        per_row = values[0].size
+        assert (root / entry["bin"]).stat().st_size == -(-sum(widths) * per_row // 8)  # exact bit widths
+        stream = np.unpackbits(np.frombuffer((root / entry["bin"]).read_bytes(), np.uint8), bitorder="little")
+        offset = 0
+        for row, (bits, f) in enumerate(zip(widths, row_format, strict=True)):
+            chunk = stream[offset:offset + bits * per_row].reshape(per_row, bits)
+            codes = (chunk.astype(np.int64) << np.arange(bits)).sum(axis=1)
+            offset += bits * per_row
+            if node["attrs"]["row_formats"][f]["scheme"] == "sp2":
+                decoded = np.array(sp2_magnitudes(bits))[codes & ((1 << (bits - 1)) - 1)]
+                decoded = np.where(codes >> (bits - 1), -decoded, decoded)
+            else:
+                decoded = np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)
+            assert np.array_equal(decoded, values[row].ravel()), (node["name"], row)

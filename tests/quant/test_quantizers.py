@@ -115,6 +115,42 @@ def test_esb_refuses_value_sets_beyond_16_bits() -> None:
         make("esb", 4, "weight", False, options=(("significant_bits", 4),))
 
 
+@pytest.mark.parametrize(("high", "sp2"), [(0.25, 0.25), (0.25, 0.0), (0.0, 1.0)])
+def test_row_mixed_formats_follow_the_ratios_and_their_value_sets(high: float, sp2: float) -> None:
+    from nnchip.core.intspec import sp2_magnitudes
+
+    torch.manual_seed(0)
+    w = (torch.randn(6, 30) * torch.linspace(0.1, 1, 6)[:, None]).requires_grad_(True)
+    q = make("row_mixed", 4, "weight", True, options=(("high_ratio", high), ("sp2_ratio", sp2)))
+    q.initialize_from_tensor(w.detach())
+    counts = torch.bincount(q.row_format, minlength=3).tolist()
+    assert counts == [round(6 * high), 6 - round(6 * high) - round(6 * sp2), round(6 * sp2)]
+    ints = q.int_values(w.detach())
+    sp2_levels = torch.tensor(sorted(set(sp2_magnitudes(4))), dtype=ints.dtype)
+    for row, row_format in zip(ints, q.row_format.tolist(), strict=True):
+        if row_format == 2:
+            assert bool(torch.isin(row.abs(), sp2_levels).all())
+        else:
+            assert int(row.abs().max()) <= (127 if row_format == 0 else 7)
+    check_integer_form(q, w.detach())
+    q.train()
+    q(w).sum().backward()
+    assert w.grad is not None and torch.equal(w.grad, torch.ones_like(w))  # straight through
+
+
+def test_row_mixed_gives_high_precision_to_the_rows_that_need_it() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(6, 64)
+    w[3, :2] = 12.0  # an outlier row: 4-bit fixed point crushes the rest of it
+    q = make("row_mixed", 4, "weight", True, options=(("high_ratio", 1 / 6), ("sp2_ratio", 0.0)))
+    q.initialize_from_tensor(w)
+    assert q.row_format.tolist() == [1, 1, 1, 0, 1, 1]
+    with pytest.raises(ConfigError, match="granularity 'channel'"):
+        make("row_mixed", 4, "weight", False)
+    with pytest.raises(ConfigError, match="sum of at most 1"):
+        make("row_mixed", 4, "weight", True, options=(("high_ratio", 0.6), ("sp2_ratio", 0.6)))
+
+
 def test_esb_scale_search_beats_max_scaling() -> None:
     torch.manual_seed(0)
     w = torch.randn(6, 200)

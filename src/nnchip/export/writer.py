@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from nnchip.core.errors import ConfigError, NnchipError
-from nnchip.core.intspec import esb_magnitudes
-from nnchip.export.packing import pack_bits, to_hex_lines
+from nnchip.core.intspec import esb_magnitudes, sp2_magnitudes
+from nnchip.export.packing import pack_bits, pack_variable_bits, to_hex_lines, variable_hex_lines
 from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
 
@@ -82,7 +82,16 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             entry: dict[str, Any] = {"shape": list(value.shape), "dtype": "int64"}
             np.save(root / f"{base}.npy", value.astype(np.int64), allow_pickle=False)
             entry["npy"] = record(f"{base}.npy")
-            if key == "weight":
+            if key == "weight" and node.attrs.get("weight_encoding") == "row_mixed":
+                codes, widths = _row_mixed_codes(value, node.params["row_format"], node.attrs["row_formats"])
+                entry.update(bits=int(widths.max()), row_bits=[int(b) for b in widths[:: max(1, value[0].size)]])
+                if "bin" in formats:
+                    (root / f"{base}.bin").write_bytes(pack_variable_bits(codes, widths))
+                    entry["bin"] = record(f"{base}.bin")
+                if "hex" in formats:
+                    (root / f"{base}.hex").write_text("\n".join(variable_hex_lines(codes, widths, word_bits)) + "\n")
+                    entry["hex"] = record(f"{base}.hex")
+            elif key == "weight":
                 bits = int(node.attrs.get("weight_bits", 8))
                 codes = _weight_codes(value, node.attrs.get("weight_encoding", "twos_complement"), bits,
                                       int(node.attrs.get("weight_mantissa_bits", 0)))
@@ -113,6 +122,24 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
         manifest["golden"] = {"samples": int(golden_inputs.shape[0]), "tensors": golden}
     manifest["files"] = files
     return manifest
+
+
+def _row_mixed_codes(values: np.ndarray, row_format: np.ndarray, formats: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, bit width of each code) of a row-mixed weight, rows in order (docs/export-format.md)."""
+    rows = values.reshape(values.shape[0], -1).astype(np.int64)
+    codes, widths = np.empty_like(rows), np.empty_like(rows)
+    for r, row in enumerate(rows):
+        spec = formats[int(row_format[r])]
+        bits = int(spec["bits"])
+        if spec["scheme"] == "sp2":
+            magnitudes = sp2_magnitudes(bits)
+            code_of = np.zeros(max(magnitudes) + 1, dtype=np.int64)
+            code_of[magnitudes[::-1]] = np.arange(len(magnitudes))[::-1]  # the lowest code of each magnitude
+            codes[r] = ((row < 0).astype(np.int64) << (bits - 1)) | code_of[np.abs(row)]
+        else:
+            codes[r] = row & ((1 << bits) - 1)
+        widths[r] = bits
+    return codes.ravel(), widths.ravel()
 
 
 def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:

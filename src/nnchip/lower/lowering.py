@@ -179,6 +179,9 @@ class _Lowerer:
                                  "source": self.where(node)}
         if wq.grid.encoding == Encoding.ESB:
             attrs["weight_mantissa_bits"] = int(wq.mantissa_bits)
+        if wq.grid.encoding == Encoding.ROW_MIXED:  # one format per output row: which one, and what they are
+            params["row_format"] = wq.row_format.detach().to(torch.int64).numpy()
+            attrs["row_formats"] = wq.format_descriptions()
         if op == "conv2d":
             attrs.update(stride=list(layer.stride), padding=list(layer.padding), dilation=list(layer.dilation),
                          groups=layer.groups, pad_value=x.zero_point)

@@ -105,13 +105,17 @@ def _check_paths(gm: fx.GraphModule, config: QuantConfig) -> None:
                 raise ConfigError(f"{where}: no layer at path {path!r} in the captured model")
 
 
+# value-set formats with a fixed bit-width range: the 8-bit first/last layers use plain fixed point instead
+EDGE_FALLBACK_QUANTIZERS = ("binary", "ternary", "pot", "row_mixed")
+
+
 def _weight_spec(config: QuantConfig, node: fx.Node, edges: set[fx.Node], overrides: dict) -> QuantSpec:
     override = overrides.get(str(node.target))
     if override is not None and override.weight is not None:
         return override.weight
     if node in edges and config.first_last_bits is not None and config.weight.bits < config.first_last_bits:
         spec = config.weight
-        quantizer = spec.quantizer if spec.quantizer not in ("binary", "ternary", "pot") else "minmax"
+        quantizer = spec.quantizer if spec.quantizer not in EDGE_FALLBACK_QUANTIZERS else "minmax"
         return replace(spec, bits=config.first_last_bits, quantizer=quantizer, narrow=True, options=())
     return config.weight
 

@@ -10,6 +10,7 @@ from nnchip.quant.quantizers import (  # noqa: F401
     lsq_plus,
     pact,
     pot,
+    row_mixed,
     sawb,
     ternary,
     twin_uniform,
