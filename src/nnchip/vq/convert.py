@@ -79,9 +79,10 @@ def _check_layer(gm: fx.GraphModule, node: fx.Node, config: VQConfig) -> None:
     where = module_path_and_type(gm, node)
     if type(layer) not in (nn.Linear, nn.Conv2d):
         raise UnsupportedError(f"vq: {where} cannot become a LUT layer (only nn.Linear and nn.Conv2d)")
-    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
-        raise UnsupportedError(f"vq: {where} has groups={layer.groups}, padding_mode={layer.padding_mode!r}; "
-                               "LUT layers need groups=1 and zero padding")
+    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"
+                                         or isinstance(layer.padding, str)):
+        raise UnsupportedError(f"vq: {where} has groups={layer.groups}, padding={layer.padding!r}, padding_mode="
+                               f"{layer.padding_mode!r}; LUT layers need groups=1 and explicit zero padding")
     width = int(layer.weight[0].numel())
     if width % config.v:
         raise ConfigError(f"vq.v = {config.v} does not divide the input width D = {width} of {where}")
