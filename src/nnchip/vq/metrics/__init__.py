@@ -20,12 +20,11 @@ from nnchip.core.registry import Registry
 
 @dataclass(frozen=True)
 class Metric:
-    """A named distance: `distance` (float, differentiable), `int_distance` (exact int64), hardware `ops`."""
+    """A named distance: `distance` (float, differentiable) and `int_distance` (exact int64)."""
 
     name: str
     distance: Callable[[Tensor, Tensor], Tensor]
     int_distance: Callable[[Tensor, Tensor], Tensor]
-    ops: tuple[str, ...]  # per element of a sub-vector, in hardware: e.g. ("sub", "mul", "add")
 
 
 METRICS: Registry[Metric] = Registry("vq metric")

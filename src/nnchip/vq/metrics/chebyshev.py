@@ -22,4 +22,4 @@ def chebyshev_int_distance(x: Tensor, codebook: Tensor) -> Tensor:
     return total
 
 
-METRICS.register("chebyshev")(Metric("chebyshev", chebyshev_distance, chebyshev_int_distance, ("sub", "abs", "max")))
+METRICS.register("chebyshev")(Metric("chebyshev", chebyshev_distance, chebyshev_int_distance))

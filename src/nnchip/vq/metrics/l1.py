@@ -22,4 +22,4 @@ def l1_int_distance(x: Tensor, codebook: Tensor) -> Tensor:
     return total
 
 
-METRICS.register("l1")(Metric("l1", l1_distance, l1_int_distance, ("sub", "abs", "add")))
+METRICS.register("l1")(Metric("l1", l1_distance, l1_int_distance))

@@ -23,4 +23,4 @@ def l2_int_distance(x: Tensor, codebook: Tensor) -> Tensor:
     return total
 
 
-METRICS.register("l2")(Metric("l2", l2_distance, l2_int_distance, ("sub", "mul", "add")))
+METRICS.register("l2")(Metric("l2", l2_distance, l2_int_distance))
