@@ -13,7 +13,7 @@ import torch
 from lowering_cases import PRECISIONS, lowered
 from models_for_tests import randomize_batchnorm
 
-from nnchip import calibrate, quantize
+from nnchip import QuantConfig, calibrate, quantize
 from nnchip.core.intspec import esb_magnitudes, sp2_magnitudes
 from nnchip.export import export, load_export
 from nnchip.lower import lower, run
@@ -84,6 +84,24 @@ def test_every_zoo_intgraph_is_integer(name: str) -> None:
             assert not isinstance(value, float), f"{node.name}.{key} is a float"
     for name_, tensor in graph.tensors.items():
         assert tensor.spec.bits <= 16, name_
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "chebyshev"])
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_lut_layers_agree(kind: str, metric: str, tmp_path: Path) -> None:
+    from models_for_tests import TinyResNet, TransformerViT
+
+    from nnchip.vq import VQConfig, set_mode, vq
+
+    x = torch.randn(32, 1, 8, 8)
+    model = (TinyResNet(in_channels=1) if kind == "cnn" else TransformerViT()).eval()
+    gm = vq(model, VQConfig(v=4, k=8, metric=metric, table_bits=6), example_inputs=x[:2], calibration=[x])
+    set_mode(gm, "hard", quantize_tables=True)
+    qmodel = calibrate(quantize(gm, QuantConfig(), example_inputs=x[:2]), [x])
+    graph = lower(qmodel)
+    assert sum(node.op == "lut_gemm" for node in graph.nodes) == (7 if kind == "cnn" else 12)
+    x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x[:8]).to(torch.int64)
+    assert_three_way(qmodel, graph, x_int, tmp_path)
 
 
 def imported_modules(path: Path) -> set[str]:

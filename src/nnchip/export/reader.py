@@ -140,6 +140,10 @@ class ExportedModel:
             return requantize(y, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
         if op == "layernorm":
             return _layernorm(args[0], p, a)
+        if op == "vq_encode":
+            return _vq_encode(args[0], p["codebook"], a)
+        if op == "lut_gemm":
+            return _lut_gemm(args[0], p, a)
         raise ExportError(f"node {node['name']}: unknown op {op!r}")
 
 
@@ -201,6 +205,42 @@ def _layernorm(x: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np
     sign = np.where(p["negate"].astype(bool), -1, 1)
     z = sign * z + sign * p["beta"]
     return requantize(z, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+
+
+def _vq_encode(x: np.ndarray, codebook: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """Nearest centroid per sub-vector (integer distance; ties -> lowest index, as np.argmin)."""
+    if a["layer"] == "conv2d":  # im2col (B, OH, OW, C_in·k_h·k_w), channel-major, padded with pad_value
+        ph, pw = a["padding"]
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=a["pad_value"])
+        (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+        span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        view = np.lib.stride_tricks.sliding_window_view(x, span, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+        x = view.transpose(0, 2, 3, 1, 4, 5).reshape(*view.shape[:1], *view.shape[2:4], -1)
+    c, k, v = codebook.shape
+    groups = x.reshape(*x.shape[:-1], c, 1, v)  # (..., C, 1, v)
+    distance = np.zeros((*x.shape[:-1], c, k), dtype=np.int64)
+    for j in range(v):
+        diff = groups[..., j] - codebook[:, :, j]  # (..., C, K)
+        if a["metric"] == "l2":
+            distance += diff * diff
+        elif a["metric"] == "l1":
+            distance += np.abs(diff)
+        elif a["metric"] == "chebyshev":
+            distance = np.maximum(distance, np.abs(diff))
+        else:
+            raise ExportError(f"vq_encode: unknown metric {a['metric']!r}")
+    return np.argmin(distance, axis=-1).astype(np.int64)
+
+
+def _lut_gemm(index: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """acc = Σ_c table[c, idx_c] + bias, requantized per output channel."""
+    table = p["table"]  # (C, K, M)
+    acc = table[np.arange(table.shape[0]), index].sum(axis=-2) + p["bias"]  # (..., M)
+    if a["layer"] == "conv2d":
+        acc = acc.transpose(0, 3, 1, 2)
+        return requantize(acc, _channel(p["multiplier"], 4, 1), _channel(p["shift"], 4, 1), 0, a["out_zero_point"],
+                          a["lo"], a["hi"])
+    return requantize(acc, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
 
 
 def _layout(a: dict[str, Any], x: Any, batch: int) -> Any:

@@ -91,10 +91,10 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                 if "hex" in formats:
                     (root / f"{base}.hex").write_text("\n".join(variable_hex_lines(codes, widths, word_bits)) + "\n")
                     entry["hex"] = record(f"{base}.hex")
-            elif key == "weight":
-                bits = int(node.attrs.get("weight_bits", 8))
-                codes = _weight_codes(value, node.attrs.get("weight_encoding", "twos_complement"), bits,
-                                      int(node.attrs.get("weight_mantissa_bits", 0)))
+            elif key == "weight" or f"{key}_bits" in node.attrs:  # weights; LUT codebooks and tables
+                bits = int(node.attrs.get(f"{key}_bits", 8))
+                codes = _weight_codes(value, node.attrs.get(f"{key}_encoding", "twos_complement"), bits,
+                                      int(node.attrs.get(f"{key}_mantissa_bits", 0)))
                 entry["bits"] = bits
                 if "bin" in formats:
                     (root / f"{base}.bin").write_bytes(pack_bits(codes, bits))
@@ -119,6 +119,7 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             if isinstance(value, torch.Tensor):
                 np.save(root / f"golden/{name}.npy", value.numpy().astype(np.int64), allow_pickle=False)
                 golden[name] = record(f"golden/{name}.npy")
+                _write_packed_indices(graph, name, value.numpy(), root, formats, word_bits, record)
         manifest["golden"] = {"samples": int(golden_inputs.shape[0]), "tensors": golden}
     manifest["files"] = files
     return manifest
@@ -140,6 +141,22 @@ def _row_mixed_codes(values: np.ndarray, row_format: np.ndarray, formats: list[d
             codes[r] = row & ((1 << bits) - 1)
         widths[r] = bits
     return codes.ravel(), widths.ravel()
+
+
+def _write_packed_indices(graph: IntGraph, name: str, value: np.ndarray, root: Path, formats: tuple[str, ...],
+                          word_bits: int, record: Any) -> None:
+    """Golden LUT indices (outputs of vq_encode nodes) also packed at their index width, as bin/hex."""
+    producer = graph.producer(name)
+    if producer is None or producer.op != "vq_encode":
+        return
+    bits = int(producer.attrs["index_bits"])
+    if "bin" in formats:
+        (root / f"golden/{name}.bin").write_bytes(pack_bits(value.astype(np.int64).ravel(), bits))
+        record(f"golden/{name}.bin")
+    if "hex" in formats:
+        (root / f"golden/{name}.hex").write_text("\n".join(to_hex_lines(value.astype(np.int64).ravel(), bits,
+                                                                          word_bits)) + "\n")
+        record(f"golden/{name}.hex")
 
 
 def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:

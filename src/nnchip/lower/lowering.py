@@ -24,6 +24,7 @@ from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
 from nnchip.core.intspec import Encoding, IntSpec
 from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
+from nnchip.lower.vq_lut import emit_vq_lut
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
 
@@ -188,6 +189,9 @@ class _Lowerer:
             if layer.padding_mode != "zeros":
                 raise UnsupportedError(f"{self.where(node)}: padding_mode {layer.padding_mode!r}")
         self.nodes.append(IntNode(name, op, [x.name], name, params, attrs))
+
+    def emit_vq_lut(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
+        emit_vq_lut(self, name, node, out, lo, hi)  # two nodes: vq_encode -> lut_gemm (lower/vq_lut.py)
 
     def emit_add(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         a, b = (self.input_tensor(arg, node) for arg in node.args[:2])

@@ -33,6 +33,15 @@ from nnchip.core.intmath import quantize_multiplier, quantize_multipliers, requa
 from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
+from nnchip.vq.integer import (
+    encode_int,
+    gather_accumulate,
+    im2col_rows,
+    integer_bias,
+    integer_codebooks,
+    integer_tables,
+)
+from nnchip.vq.layer import LUTLayer
 
 ADD_FRAC_BITS = 16  # alignment precision of residual adds (the lowering's default add_frac_bits)
 
@@ -179,6 +188,18 @@ class _Deployer:
     def op_linear(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
         return self._layer(node, out, lo, hi, conv=False)
 
+    def op_vq_lut(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
+        acc, real = deploy_lut(self.module(node), self.arg(node), self.input_grid(node))  # nnchip/vq/integer.py
+        return _requant_to(acc, real / out.scale, out, lo, hi, axis=1 if acc.dim() == 4 else acc.dim() - 1)
+
+    def input_grid(self, node: fx.Node) -> tuple[int, int]:
+        """(qmin, qmax) of the quantizer whose integers reach `node`'s first input through layout ops."""
+        source = node.args[0]
+        while isinstance(source, fx.Node) and source.meta.get("nnchip_kind") != "quantize":
+            source = next(a for a in source.args if isinstance(a, fx.Node))
+        spec = self.module(source).grid.spec
+        return spec.qmin, spec.qmax
+
     def op_add(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
         a, b = self.arg(node, 0), self.arg(node, 1)
         (ma, na), (mb, nb) = quantize_multiplier(a.scale / out.scale), quantize_multiplier(b.scale / out.scale)
@@ -262,6 +283,18 @@ class _Deployer:
         sign = torch.where(gamma < 0, -1, 1)
         z = sign * (z + torch.round(beta / (gamma * unit)).to(torch.int64))
         return _requant_to(z, gamma.abs() * unit / out.scale, out, lo, hi, axis=z.dim() - 1)
+
+
+def deploy_lut(layer: LUTLayer, x: _Q, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """A LUT layer on integers: (accumulator (..., M) or (B, M, OH, OW), real scale s_T of one unit (M,))."""
+    codebook = integer_codebooks(layer.codebooks, x.scale, x.zero_point, *grid)  # (C, K, v)
+    tables, scales = integer_tables(layer.flat_weight(), layer.codebooks, layer.table_bits, layer.table_granularity)
+    data = x.data
+    if layer.is_conv:  # (B, OH, OW, D), padded with the zero point (real 0)
+        data = im2col_rows(data.double(), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                           x.zero_point).to(torch.int64)
+    acc = gather_accumulate(encode_int(data, codebook, layer.metric), tables) + integer_bias(layer.bias, scales)
+    return (acc.permute(0, 3, 1, 2) if layer.is_conv else acc), scales
 
 
 def deploy_forward(qmodel: QModel, x_int: Tensor) -> dict[str, Tensor]:

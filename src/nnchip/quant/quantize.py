@@ -30,9 +30,10 @@ from nnchip.quant.registry import QUANTIZERS
 from nnchip.quant.spec import QuantConfig, QuantSpec
 
 LAYER_KINDS = ("conv2d", "linear")
+LUT_KINDS = ("vq_lut",)  # nnchip.vq LUT layers: kept as they are, their input quantized like a layer's
 NEEDS_QUANTIZED_INPUT = frozenset(
     {"conv2d", "linear", "matmul", "add", "mul", "cat", "mean", "avgpool2d", "adaptive_avgpool2d", "batchnorm",
-     "layernorm", "softmax", "output"} | ELEMENTWISE_KINDS
+     "layernorm", "softmax", "output"} | ELEMENTWISE_KINDS | set(LUT_KINDS)
 )
 # Clamps (CLAMP_KINDS: relu, relu6, hardtanh) are not value-preserving: the quantizer goes after them.
 VALUE_PRESERVING = LAYOUT_KINDS | {"maxpool2d", "scale"}
@@ -181,7 +182,7 @@ def _act_spec(config: QuantConfig, producer: fx.Node, users: list[fx.Node], edge
         if override is not None and override.act is not None:
             spec = override.act
             bits = max(bits, override.act.bits)
-        elif kind in LAYER_KINDS:
+        elif kind in LAYER_KINDS or kind in LUT_KINDS:
             bits = max(bits, config.first_last_bits if user in edges and config.first_last_bits else config.act.bits)
         elif kind == "matmul":
             bits = max(bits, config.act.bits)
