@@ -217,6 +217,9 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
               else str(ckpt), **extra})
 
     row("float", None, None, float_acc, 0.0)
+    if args.timing_only:
+        timing(model, name, calib, emit, args)
+        return
     observer = act_observer()
     w4_methods = list(args.ptq_w4)
     if is_vit:
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qat-lr-vit", type=float, default=1e-4, help="AdamW learning rate (ViTs)")
     parser.add_argument("--skip-brevitas", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true", help="only the QAT step-time ratios (quiet machine)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
