@@ -3,6 +3,7 @@ from nnchip.lower) — the third, independent implementation of the integer cont
 
     model = load_export("out/cnn")          # checks the manifest, every file's SHA-256, paths
     tensors = model.run(int_input)          # every tensor by name, int64
+    w = model.read_param("conv1", "weight", "mif")   # a parameter read back from .npy/.bin/.hex/.coe/.mif/.h
     report = verify("out/cnn")              # replays the golden vectors: {tensor: (matched, total)}
 This file imports only the standard library and numpy, so it can be copied next to a testbench.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,30 @@ class ExportedModel:
             args = [values[i] for i in node["inputs"]]
             values[node["output"]] = self._run_node(node, self.params[node["name"]], args, batch)
         return values
+
+    def read_param(self, node_name: str, key: str, fmt: str) -> np.ndarray:
+        """The integer values of parameter `key` of node `node_name` as stored in its `fmt` file."""
+        node = next((n for n in self.manifest["nodes"] if n["name"] == node_name), None)
+        if node is None or key not in node["params"]:
+            raise ExportError(f"no parameter {node_name}.{key} in the manifest")
+        entry = node["params"][key]
+        if fmt not in entry:
+            raise ExportError(f"parameter {node_name}.{key} has no {fmt!r} file (formats: "
+                              f"{', '.join(k for k in ('npy', *TEXT_FORMATS) if k in entry)})")
+        if fmt == "npy":
+            return _load_npy(self.directory, entry["npy"])
+        path = _safe_path(self.directory, entry[fmt])
+        shape, bits = tuple(entry["shape"]), int(entry["bits"])
+        count = int(np.prod(shape)) if shape else 1
+        encoding = node["attrs"].get("weight_encoding", "twos_complement")
+        if fmt == "h":
+            return parse_c_header(path.read_text()).reshape(shape)
+        if fmt == "bin":
+            codes = unpack_stream(path.read_bytes(), bits, count)
+        else:
+            words = {"hex": parse_hex, "coe": parse_coe, "mif": parse_mif}[fmt](path.read_text())
+            codes = words_to_codes(words, bits, int(self.manifest["packing"].get("word_bits", 32)), count)
+        return codes_to_values(codes, encoding, bits).reshape(shape)
 
     def _tensor(self, name: str) -> dict[str, Any]:
         return self.manifest["tensors"][name]
@@ -225,6 +251,86 @@ def _layout(a: dict[str, Any], x: Any, batch: int) -> Any:
         dim = args[0] if args else kwargs.get("dim", 0)
         return [np.take(x, i, axis=dim) for i in range(x.shape[dim])]
     raise ExportError(f"layout function {fn!r} is not supported by the numpy reader")
+
+
+# ---- parameter files (docs/export-format.md, "Packed weights") ----------------------------------------
+TEXT_FORMATS = ("bin", "hex", "coe", "mif", "h")
+
+
+def unpack_stream(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Codes of a little-endian bit stream: element i in stream bits [i·bits, (i+1)·bits), bit 0 of byte 0 first."""
+    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
+    return (stream.reshape(count, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(axis=1)
+
+
+def words_to_codes(words: list[int], bits: int, word_bits: int, count: int) -> np.ndarray:
+    """floor(word_bits / bits) codes per word, element 0 in the least significant bits."""
+    per_word = max(1, word_bits // bits)
+    mask = (1 << bits) - 1
+    codes = [(word >> (slot * bits)) & mask for word in words for slot in range(per_word)]
+    if len(codes) < count:
+        raise ExportError(f"{len(words)} words hold fewer than {count} codes")
+    return np.array(codes[:count], dtype=np.int64)
+
+
+def codes_to_values(codes: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+    """Stored code -> integer value (docs/integer-semantics.md §4)."""
+    if encoding == "bipolar":
+        return np.where(codes > 0, 1, -1).astype(np.int64)
+    if encoding == "midrise":
+        return 2 * codes - (2**bits - 1)
+    if encoding == "power_of_two":
+        exponent = codes & ((1 << (bits - 1)) - 1)
+        magnitude = np.where(exponent > 0, np.left_shift(np.int64(1), np.maximum(exponent - 1, 0)), 0)
+        return np.where(codes >> (bits - 1) == 1, -magnitude, magnitude)
+    return np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)  # two's complement, ternary
+
+
+def parse_hex(text: str) -> list[int]:
+    """$readmemh words, one per line (// comments and blank lines ignored)."""
+    return [int(line, 16) for line in (raw.split("//")[0].strip() for raw in text.splitlines()) if line]
+
+
+def parse_coe(text: str) -> list[int]:
+    """Xilinx COE: memory_initialization_radix (2, 10 or 16) and memory_initialization_vector."""
+    body = "\n".join(line.split(";", 1)[0] if line.lstrip().startswith(";") else line for line in text.splitlines())
+    radix = re.search(r"memory_initialization_radix\s*=\s*(\d+)\s*;", body, re.IGNORECASE)
+    vector = re.search(r"memory_initialization_vector\s*=\s*([^;]*);", body, re.IGNORECASE)
+    if radix is None or vector is None:
+        raise ExportError("COE file without memory_initialization_radix/memory_initialization_vector")
+    return [int(token, int(radix.group(1))) for token in re.split(r"[\s,]+", vector.group(1)) if token]
+
+
+def parse_mif(text: str) -> list[int]:
+    """Intel MIF: DEPTH, ADDRESS_RADIX, DATA_RADIX and `address : value;` lines (ranges `[a..b] : v;` too)."""
+    text = re.sub(r"--[^\n]*", "", text)
+    radixes = {"HEX": 16, "UNS": 10, "DEC": 10, "BIN": 2, "OCT": 8}
+    fields = {key.upper(): value.strip() for key, value in re.findall(r"(\w+)\s*=\s*(\w+)\s*;", text)}
+    content = re.search(r"CONTENT\s+BEGIN(.*?)END\s*;", text, re.IGNORECASE | re.DOTALL)
+    if content is None or "DEPTH" not in fields:
+        raise ExportError("MIF file without DEPTH or CONTENT BEGIN ... END;")
+    address_radix = radixes[fields.get("ADDRESS_RADIX", "HEX").upper()]
+    data_radix = radixes[fields.get("DATA_RADIX", "HEX").upper()]
+    words = [0] * int(fields["DEPTH"])
+    for address, value in re.findall(r"([\w\[\]\.]+)\s*:\s*(\w+)\s*;", content.group(1)):
+        if address.startswith("["):
+            first, last = (int(a, address_radix) for a in address.strip("[]").split(".."))
+        else:
+            first = last = int(address, address_radix)
+        for index in range(first, last + 1):
+            words[index] = int(value, data_radix)
+    return words
+
+
+def parse_c_header(text: str) -> np.ndarray:
+    """The values array of an nnchip C header: the first `static const <int type> <id>[N] = {...};`."""
+    match = re.search(r"static\s+const\s+u?int\d+_t\s+\w+\[(\d+)\]\s*=\s*\{([^}]*)\}", text)
+    if match is None:
+        raise ExportError("C header without a `static const` integer array")
+    values = np.array([int(v) for v in re.split(r"[\s,]+", match.group(2)) if v], dtype=np.int64)
+    if values.size != int(match.group(1)):
+        raise ExportError(f"C header array declares {match.group(1)} values but holds {values.size}")
+    return values
 
 
 # ---- loading and verification ------------------------------------------------------------------------
