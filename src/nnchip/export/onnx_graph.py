@@ -29,6 +29,18 @@ from nnchip.lower.intgraph import IntGraph, IntNode
 OPSET = 21
 IR_VERSION = 10
 BatchDim = tuple[str, int] | int  # ("batch", k) = k·batch, or a static size
+LAYOUT_FUNCTIONS = ("reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "transpose", "permute", "expand",
+                    "getitem", "unbind")
+
+
+def check_supported(graph: IntGraph, ops: set[str], flavour: str) -> None:
+    """Refuse, before any work, a node whose op (or layout function) has no translation."""
+    for node in graph.nodes:
+        if node.op not in ops:
+            raise UnsupportedError(f"node {node.name} (op {node.op}): no {flavour} ONNX translation")
+        if node.op == "layout" and node.attrs.get("fn") not in LAYOUT_FUNCTIONS:
+            raise UnsupportedError(f"node {node.name} (op layout): function {node.attrs.get('fn')!r} has no ONNX "
+                                   "translation")
 
 
 def batch_shapes(graph: IntGraph) -> dict[str, list[BatchDim] | list[list[BatchDim]]]:

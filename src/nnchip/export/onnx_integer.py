@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nnchip.core.errors import UnsupportedError
-from nnchip.export.onnx_graph import INT64, OnnxBuilder, TensorProto, onnx
+from nnchip.export.onnx_graph import INT64, OnnxBuilder, TensorProto, check_supported, onnx
 from nnchip.lower.intgraph import IntGraph, IntNode
 
 INT31_MAX = 2**31 - 1
@@ -52,13 +52,14 @@ def _broadcast(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
 class _IntegerExporter:
     def __init__(self, graph: IntGraph) -> None:
         self.graph = graph
-        self.b = OnnxBuilder(graph)
         self.emitters: dict[str, Callable[[IntNode, list[str]], None]] = {
             "constant": self.constant, "identity": self.identity, "layout": self.layout, "requant": self.requant_op,
             "conv2d": self.conv2d, "linear": self.linear, "matmul": self.matmul, "add": self.add,
             "mean": self.mean, "avgpool": self.avgpool, "maxpool": self.maxpool, "concat": self.concat,
             "softmax": self.softmax, "lut": self.lut, "layernorm": self.layernorm,
         }
+        check_supported(graph, set(self.emitters) | {"layout"}, "exact ONNX integer")
+        self.b = OnnxBuilder(graph)
 
     # ---- integer primitives ------------------------------------------------------------------------------
     def const(self, value: np.ndarray | int, hint: str) -> str:
@@ -318,10 +319,7 @@ class _IntegerExporter:
     # ---- the model ---------------------------------------------------------------------------------------
     def build(self, outputs: list[str]) -> onnx.ModelProto:
         for node in self.graph.nodes:
-            emitter = self.emitters.get(node.op)
-            if emitter is None:
-                raise UnsupportedError(f"node {node.name} (op {node.op}): no exact ONNX integer translation")
-            emitter(node, list(node.inputs))
+            self.emitters[node.op](node, list(node.inputs))
         inputs = [self.b.value_info(name, INT64) for name in self.graph.inputs]
         return self.b.model(inputs, [self.b.value_info(name, INT64) for name in outputs],
                             "nnchip IntGraph, integer ONNX ops, bit-exact with the interpreter")

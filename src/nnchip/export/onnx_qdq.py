@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from nnchip.core.errors import ConfigError, UnsupportedError
-from nnchip.export.onnx_graph import FLOAT, INT64, OnnxBuilder, TensorProto, onnx
+from nnchip.export.onnx_graph import FLOAT, INT64, OnnxBuilder, TensorProto, check_supported, onnx
 from nnchip.lower.intgraph import IntGraph, IntNode
 
 
@@ -52,7 +52,6 @@ class _QdqExporter:
                 raise ConfigError(f"QDQ export: tensor {tensor.name} has scale {tensor.scale!r}; QDQ needs finite "
                                   "positive real scales (the integer ONNX export does not)")
         self.graph = graph
-        self.b = OnnxBuilder(graph)
         self.real: dict[str, str] = {}  # IntGraph tensor -> ONNX float value on its grid
         self.emitters: dict[str, Callable[[IntNode, list[str]], str]] = {
             "constant": self.constant, "identity": self.identity, "requant": self.requant, "conv2d": self.conv2d,
@@ -60,6 +59,8 @@ class _QdqExporter:
             "avgpool": self.avgpool, "maxpool": self.maxpool, "concat": self.concat, "softmax": self.softmax,
             "lut": self.lut, "layernorm": self.layernorm,
         }
+        check_supported(graph, set(self.emitters) | {"layout"}, "QDQ")
+        self.b = OnnxBuilder(graph)
 
     def scale(self, tensor: str) -> float:
         return self.graph.tensors[tensor].scale
@@ -196,10 +197,7 @@ class _QdqExporter:
                     codes = self.quantize(out, node.output, node.name, clip=False)
                     self.real[node.output] = self.dequantize(codes, node.output, node.name)
                 continue
-            emitter = self.emitters.get(node.op)
-            if emitter is None:
-                raise UnsupportedError(f"node {node.name} (op {node.op}): no QDQ ONNX translation")
-            self.real[node.output] = emitter(node, args)
+            self.real[node.output] = self.emitters[node.op](node, args)
         for name in outputs:
             self.b.op("Cast", [self.quantize(self.real[name], name, name)], name, output=name, to=INT64)
         inputs = [self.b.value_info(name, FLOAT) for name in self.graph.inputs]
