@@ -5,13 +5,14 @@
 
 Every IntGraph tensor is an int64 ONNX value and every op of docs/integer-semantics.md becomes integer ONNX
 ops (the details and the exactness argument of each are in docs/export-format.md, "ONNX"):
-  * conv2d / linear / matmul / avgpool: ConvInteger / MatMulInteger on 8-bit containers (uint8 or int8, the
-    input zero point as the op's zero point, so padding holds the zero point) when both operands fit 8 bits;
-    otherwise the reduction runs in float32 (the lowering's weight-aware accumulator bound < 2^24 makes every
-    partial sum exact) or float64 MatMul, and is cast back to int64.
-  * requantization: int64 Mul by M0, then round_shift as Add(2^(n−1)) and a floor division by 2^n written
-    Div(v − Mod(v, 2^n), 2^n) (Mod with the divisor's sign, so the Div is exact), Add zero point, Clip.
-  * Shiftmax: ReduceMax, floor divisions, Max, Mod/Div by x0, the variable left shift as uint64 BitShift.
+  * conv2d / linear / matmul / avgpool: ConvInteger / MatMulInteger on uint8 operands with zero points (the
+    input zero point is the op's zero point, so padding holds it; int8 codes and weights are shifted by 128,
+    with zero point 128); operands wider than 8 bits are split into bytes (uint8 low bytes, a top byte
+    shifted by 128) and the partial products are added in int64 with their 2^(8·(i+j)) weights.
+  * requantization: int64 Mul by M0, then round_shift(v, n) as a uint64 BitShift of v + 2^63 + 2^(n−1)
+    (wrap-around Cast/Add, so the shift floors any int64), minus 2^(63−n) and plus the zero point, Clip.
+    Other floor divisions are Div(v − Mod(v, d), d) (Mod takes the divisor's sign, so the Div is exact).
+  * Shiftmax: ReduceMax, arithmetic shifts, Max, Mod/Div by x0, the variable left shift as uint64 BitShift.
   * LayerNorm: ReduceSum, floor division, an isqrt whose float64 estimate is corrected to the exact
     floor(sqrt(v)) by integer comparisons (or I-ViT's 10 integer Newton steps), integer Div.
   * GELU table: Gather; maxpool: MaxPool on the 8-bit container (float for wider types; max is exact).
@@ -71,15 +72,27 @@ class _IntegerExporter:
         remainder = self.b.op("Mod", [v, d], hint, fmod=0)
         return self.b.op("Div", [self.b.op("Sub", [v, remainder], hint), d], hint)
 
-    def round_shift(self, v: str, n: np.ndarray, rounding: str, hint: str) -> str:
-        """round_shift(v, n) per docs/integer-semantics.md §1 (HALF_UP), or asr (FLOOR); n >= 0."""
+    def round_shift(self, v: str, n: np.ndarray, rounding: str, hint: str, plus: int = 0) -> str:
+        """round_shift(v, n) + plus per docs/integer-semantics.md §1 (HALF_UP), or asr(v, n) + plus (FLOOR).
+
+        For n >= 1, in uint64 (wrap-around) arithmetic: u = uint64(v) + 2^63 + half is v + half + 2^63 with
+        0 <= u < 2^64; BitShift(u, n) = floor((v + half)/2^n) + 2^(63−n) exactly; back in int64, subtract
+        2^(63−n) − plus. (Mod/Div are the fallback when some shift is 0.)"""
         n = np.asarray(n, dtype=np.int64)
+        half = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0) if rounding == "half_up" else 0
         if not n.any():
-            return v
-        if rounding == "half_up":
-            half = np.where(n > 0, np.left_shift(np.int64(1), np.maximum(n - 1, 0)), 0)
-            v = self.b.op("Add", [v, self.const(half, hint)], hint)
-        return self.floor_div(v, np.left_shift(np.int64(1), n), hint)
+            return self.b.op("Add", [v, self.const(plus, hint)], hint) if plus else v
+        if not n.all():
+            if rounding == "half_up":
+                v = self.b.op("Add", [v, self.const(half, hint)], hint)
+            v = self.floor_div(v, np.left_shift(np.int64(1), n), hint)
+            return self.b.op("Add", [v, self.const(plus, hint)], hint) if plus else v
+        offset = (np.uint64(1) << np.uint64(63)) + np.asarray(half, dtype=np.uint64)
+        u = self.b.op("Add", [self.b.op("Cast", [v], hint, to=TensorProto.UINT64),
+                              self.b.const(offset, hint, dtype=np.uint64)], hint)
+        u = self.b.op("BitShift", [u, self.b.const(n, hint, dtype=np.uint64)], hint, direction="RIGHT")
+        return self.b.op("Sub", [self.to_int64(u, hint), self.const(np.left_shift(np.int64(1), 63 - n) - plus, hint)],
+                         hint)
 
     def requant(self, v: str, node: IntNode, m0: np.ndarray, n: np.ndarray, in_zp: int, out_zp: int,
                 lo: int, hi: int, output: str) -> str:
@@ -90,9 +103,7 @@ class _IntegerExporter:
         if in_zp:
             v = self.b.op("Sub", [v, self.const(in_zp, hint)], hint)
         v = self.b.op("Mul", [v, self.const(m0, hint)], hint)
-        v = self.round_shift(v, n, rounding, hint)
-        if out_zp:
-            v = self.b.op("Add", [v, self.const(out_zp, hint)], hint)
+        v = self.round_shift(v, n, rounding, hint, plus=out_zp)
         return self.b.op("Clip", [v, self.const(lo, hint), self.const(hi, hint)], hint, output=output)
 
     def requant_node(self, node: IntNode, acc: str, axis: int, in_zp: int = 0) -> None:
@@ -102,60 +113,57 @@ class _IntegerExporter:
         self.requant(acc, node, m0, n, in_zp, int(node.attrs["out_zero_point"]), int(node.attrs["lo"]),
                      int(node.attrs["hi"]), node.output)
 
-    def container(self, tensor: str, zero_point: int) -> int | None:
-        """The 8-bit ONNX type that holds every code of `tensor` and its zero point, or None."""
+    def fits_8_bits(self, tensor: str, zero_point: int) -> bool:
+        """Every code of `tensor` and its zero point fit one 8-bit container (uint8, or int8 shifted by 128)."""
         spec = self.graph.tensors[tensor].spec
-        if spec.bits > 8:
-            return None
         low, high = (-128, 127) if spec.signed else (0, 255)
-        if not low <= zero_point <= high:
-            return None
-        return TensorProto.INT8 if spec.signed else TensorProto.UINT8
+        return spec.bits <= 8 and low <= zero_point <= high
 
     def to_int64(self, v: str, hint: str) -> str:
         return self.b.op("Cast", [v], hint, to=INT64)
 
+    def to_uint8(self, v: str, offset: int, hint: str) -> str:
+        """uint8(v + offset); the caller guarantees 0 <= v + offset <= 255."""
+        if offset:
+            v = self.b.op("Add", [v, self.const(offset, hint)], hint)
+        return self.b.op("Cast", [v], hint, to=TensorProto.UINT8)
+
     def activation_pieces(self, node: IntNode, index: int, value: str, zero_point: int) -> list[tuple[str, int, str]]:
-        """8-bit operands whose weighted sum Σ piece·2^shift is the activation minus its zero point:
-        [(8-bit value, shift, zero point value or "")]."""
-        tensor = node.inputs[index]
-        x_type = self.container(tensor, zero_point)
-        h = node.name
-        if x_type is not None:
-            zp = self.b.const(zero_point, h, dtype=np.uint8 if x_type == TensorProto.UINT8 else np.int8)
-            return [(self.b.op("Cast", [value], h, to=x_type), 0, zp)]
+        """uint8 operands with zero points whose sum Σ (piece − zp)·2^shift is the activation minus its zero
+        point: [(uint8 value, shift, uint8 zero point)]. All operands are uint8 because onnxruntime's u8u8
+        ConvInteger kernel is several times faster than its u8s8 one; int8 codes are shifted by 128."""
+        tensor, h = node.inputs[index], node.name
+        if self.fits_8_bits(tensor, zero_point):
+            offset = 128 if self.graph.tensors[tensor].spec.signed else 0
+            return [(self.to_uint8(value, offset, h), 0, self.b.const(zero_point + offset, h, dtype=np.uint8))]
         spec = self.graph.tensors[tensor].spec
         d = self.b.op("Sub", [value, self.const(zero_point, h)], h) if zero_point else value
         count = _byte_count(spec.qmin - zero_point, spec.qmax - zero_point)
         pieces = []
-        for j in range(count):
-            piece = self.floor_div(d, 256**j, h) if j else d
+        for j in range(count):  # little-endian bytes of d: unsigned low bytes, a signed top byte
+            piece = self.round_shift(d, np.array(8 * j), "floor", h)
             if j < count - 1:
                 piece = self.b.op("Mod", [piece, self.const(256, h)], h, fmod=0)
-            pieces.append((self.b.op("Cast", [piece], h, to=TensorProto.UINT8 if j < count - 1 else TensorProto.INT8),
-                           8 * j, ""))
+            offset = 128 if j == count - 1 else 0
+            pieces.append((self.to_uint8(piece, offset, h), 8 * j, self.b.const(offset, h, dtype=np.uint8)))
         return pieces
 
     def weight_pieces(self, w: np.ndarray, h: str) -> list[tuple[str, int, str]]:
-        """Constant integer weights as 8-bit pieces (one if they fit int8 or uint8)."""
-        if w.min() >= -128 and w.max() <= 127:
-            return [(self.b.const(w, h, dtype=np.int8), 0, "")]
+        """Constant integer weights as uint8 pieces with zero points (one piece if they fit 8 bits)."""
         if w.min() >= 0 and w.max() <= 255:
-            return [(self.b.const(w, h, dtype=np.uint8), 0, "")]
+            return [(self.b.const(w, h, dtype=np.uint8), 0, self.b.const(0, h, dtype=np.uint8))]
         count = _byte_count(int(w.min()), int(w.max()))
         pieces = []
         for j in range(count):
             piece = np.floor_divide(w, 256**j)
-            if j < count - 1:
-                pieces.append((self.b.const(np.mod(piece, 256), h, dtype=np.uint8), 8 * j, ""))
-            else:
-                pieces.append((self.b.const(piece, h, dtype=np.int8), 8 * j, ""))
+            piece, offset = (np.mod(piece, 256), 0) if j < count - 1 else (piece + 128, 128)
+            pieces.append((self.b.const(piece, h, dtype=np.uint8), 8 * j, self.b.const(offset, h, dtype=np.uint8)))
         return pieces
 
     def integer_reduce(self, op_type: str, node: IntNode, a: list[tuple[str, int, str]],
                        b: list[tuple[str, int, str]], **attrs: object) -> str:
         """Σ over piece pairs of ConvInteger/MatMulInteger(a_i, b_j)·2^(shift_i + shift_j), in int64.
-        Each partial reduction fits its int32 output: |piece| <= 255 and the lowering's accumulator bound."""
+        Each partial reduction fits its int32 output: |piece − zp| <= 255 and the lowering's accumulator bound."""
         h, terms = node.name, []
         for a_value, a_shift, a_zp in a:
             for b_value, b_shift, b_zp in b:
@@ -239,8 +247,9 @@ class _IntegerExporter:
     def maxpool(self, node: IntNode, args: list[str]) -> None:
         """MaxPool ignores padded positions; the contract pads with qmin, which never exceeds a real element."""
         spec = self.graph.tensors[node.inputs[0]].spec
-        x_type = self.container(node.inputs[0], 0)
-        if x_type is None:
+        if spec.bits <= 8:
+            x_type = TensorProto.INT8 if spec.signed else TensorProto.UINT8
+        else:
             x_type = TensorProto.FLOAT if spec.bits <= 24 else TensorProto.DOUBLE
         ph, pw = node.attrs["padding"]
         x = self.b.op("Cast", [args[0]], node.name, to=x_type)
@@ -261,7 +270,8 @@ class _IntegerExporter:
         x0, n, out_bits = int(a["x0"]), int(a["n"]), int(a["out_bits"])
         axes = self.const(np.array([int(a["dim"])]), h)
         x = self.b.op("Sub", [args[0], self.b.op("ReduceMax", [args[0], axes], h, keepdims=1)], h)  # <= 0
-        t = self.b.op("Sub", [self.b.op("Add", [x, self.floor_div(x, 2, h)], h), self.floor_div(x, 16, h)], h)
+        halved, sixteenth = (self.round_shift(x, np.array(k), "floor", h) for k in (1, 4))
+        t = self.b.op("Sub", [self.b.op("Add", [x, halved], h), sixteenth], h)
         t = self.b.op("Max", [t, self.const(n * x0, h)], h)
         r = self.b.op("Mod", [t, self.const(x0, h)], h, fmod=0)  # t − x0·floor(t/x0), in (x0, 0]
         q = self.b.op("Div", [self.b.op("Sub", [t, r], h), self.const(x0, h)], h)  # exact: 0 <= q <= n
@@ -305,12 +315,12 @@ class _IntegerExporter:
             std = self.const(np.array(2**16), h)
             for _ in range(10):  # positive operands: Div is floor division
                 quotient = self.b.op("Div", [var, self.b.op("Max", [std, self.const(1, h)], h)], h)
-                std = self.floor_div(self.b.op("Add", [std, quotient], h), 2, h)
+                std = self.round_shift(self.b.op("Add", [std, quotient], h), np.array(1), "floor", h)
         else:
             std = self.isqrt(var, h)
         std = self.b.op("Max", [std, self.const(1, h)], h)
         factor = self.b.op("Div", [self.const(INT31_MAX, h), std], h)
-        z = self.floor_div(self.b.op("Mul", [y, factor], h), 2, h)
+        z = self.round_shift(self.b.op("Mul", [y, factor], h), np.array(1), "floor", h)
         sign = np.where(node.params["negate"].astype(bool), -1, 1).astype(np.int64)
         z = self.b.op("Add", [self.b.op("Mul", [z, self.const(sign, h)], h),
                               self.const(sign * node.params["beta"], h)], h)
