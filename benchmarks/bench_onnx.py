@@ -1,10 +1,12 @@
 """Issue-3 ONNX benchmark: onnxruntime on the integer-op ONNX model vs the IntGraph interpreter (throughput,
 exactness), and the QDQ model's agreement with the integer model, whole-model and op by op.
 
-    python benchmarks/bench_onnx.py [--threads 1] [--out onnx.json]
+    python benchmarks/bench_onnx.py [--threads 1] [--out onnx.json] [--cifar .../cifar10-jpeg.tar.gz]
 
 ResNet-20 and the small ViT (vit_tiny: 32x32, patch 4, dim 128, depth 6, 4 heads) with random weights,
 calibrated on random inputs, batch 64, W8A8 and W4A4. Timings are medians of repeated runs in this process.
+With --cifar, the trained reference checkpoints are also scored on CIFAR-10 test images: integer top-1
+(interpreter and onnxruntime) and QDQ top-1.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from nnchip.lower.intgraph import IntGraph
 from nnchip.models import build
 from nnchip.quant import default_act_spec, default_weight_spec
 
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 MODELS = {
     "resnet20": {},
     "vit_tiny": {"in_channels": 3, "image_size": 32, "patch": 4, "dim": 128, "depth": 6, "heads": 4, "mlp_ratio": 2.0},
@@ -116,12 +119,44 @@ def measure(name: str, bits: int, batch: int, threads: int, repeats: int) -> dic
     }
 
 
+def cifar_rows(path: str, limit: int, threads: int) -> list[dict]:
+    """Reference checkpoints on `limit` CIFAR-10 test images: integer (interpreter, onnxruntime) vs QDQ top-1."""
+    from nnchip.data import load_cifar10_tar
+    from nnchip.train import load_weights
+
+    split = load_cifar10_tar(path)
+    stride = max(1, len(split.test) // limit)  # the split is ordered by class: take every stride-th image
+    x, y = split.test.tensors[0][::stride][:limit], split.test.tensors[1][::stride][:limit].numpy()
+    calib = split.train.tensors[0][:512]
+    rows = []
+    for name in MODELS:
+        options = json.loads((CHECKPOINTS / f"{name}_cifar10.json").read_text())["model_options"]
+        model = load_weights(build(name, **options), CHECKPOINTS / f"{name}_cifar10.safetensors").eval()
+        for bits in (8, 4):
+            config = QuantConfig(weight=default_weight_spec(bits), act=default_act_spec(bits))
+            qmodel = calibrate(quantize(model, config, example_inputs=calib[:2]), [calib])
+            graph = lower(qmodel)
+            x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
+            want = np.concatenate([run(graph, x_int[i:i + 250]).tensors[graph.outputs[0]].numpy()
+                                   for i in range(0, len(x_int), 250)])
+            got = session(to_onnx_integer(graph), threads).run(None, {graph.inputs[0]: x_int.numpy()})[0]
+            qdq = session(to_onnx_qdq(graph), threads).run(None, {graph.inputs[0]: real_input(graph, x_int.numpy())})[0]
+            rows.append({"model": name, "bits": f"W{bits}A{bits}", "images": len(y),
+                         "int_top1": float((want.argmax(-1) == y).mean()),
+                         "onnx_integer_top1": float((got.argmax(-1) == y).mean()),
+                         "onnx_integer_exact": bool(np.array_equal(got, want)),
+                         "qdq_top1": float((qdq.argmax(-1) == y).mean()), **agreement(qdq, want)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--cifar", default=None, help="CIFAR-10 ImageFolder .tar.gz: adds the checkpoint table")
+    parser.add_argument("--cifar-limit", type=int, default=1000, help="test images used for the CIFAR table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ort.set_default_logger_severity(3)
@@ -137,8 +172,16 @@ def main() -> None:
         for op, a in sorted(r["qdq_per_op"].items()):
             print(f"    QDQ alone {op:<10} ({a['nodes']:>2} nodes): equal {a['equal_fraction']:.4f}, "
                   f"max {a['max_lsb']} LSB")
+    results: dict = {"random_weights": rows}
+    if args.cifar:
+        results["cifar10"] = cifar_rows(args.cifar, args.cifar_limit, args.threads)
+        for r in results["cifar10"]:
+            print(f"{r['model']:<9} {r['bits']} CIFAR-10 ({r['images']} images): integer top-1 "
+                  f"{100 * r['int_top1']:.2f}, onnxruntime integer {100 * r['onnx_integer_top1']:.2f} (exact "
+                  f"{r['onnx_integer_exact']}), QDQ {100 * r['qdq_top1']:.2f} (top-1 agreement "
+                  f"{r['top1_agreement']:.4f}, equal {r['equal_fraction']:.4f}, max {r['max_lsb']} LSB)")
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+        Path(args.out).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
