@@ -170,17 +170,20 @@ def test_esb_weights_lower_exactly_and_export_their_codes(kind: str, tmp_path: P
     esb = QuantSpec(bits=4, quantizer="esb", granularity="channel", options=(("significant_bits", 2),))
     qmodel, graph, _, x_int = lowered(kind, "w4a4", weight=esb)
     assert_three_way(qmodel, graph, x_int[:8], tmp_path)
-    root = export(graph, tmp_path / "codes", formats=("npy", "bin"))
+    root = export(graph, tmp_path / "codes", formats=("npy", "bin", "hex", "coe", "mif", "h"))
     manifest = json.loads((root / "manifest.json").read_text())
     node = next(n for n in manifest["nodes"]
                 if n["attrs"].get("weight_encoding") == "esb" and n["attrs"]["weight_bits"] == 4)
     assert node["attrs"]["weight_mantissa_bits"] == 1  # the edge layers are 8-bit ESB
-    values = np.load(root / node["params"]["weight"]["npy"]).ravel()
+    values = np.load(root / node["params"]["weight"]["npy"])
     packed = np.frombuffer((root / node["params"]["weight"]["bin"]).read_bytes(), np.uint8)
     bits = np.unpackbits(packed, bitorder="little")[: values.size * 4].reshape(-1, 4)
     codes = (bits * (1 << np.arange(4))).sum(axis=1)  # sign | E (2 bits) | M (1 bit)
     magnitudes = np.array(esb_magnitudes(2, 1))[codes & 0b111]
-    assert np.array_equal(np.where(codes >> 3, -magnitudes, magnitudes), values)
+    assert np.array_equal(np.where(codes >> 3, -magnitudes, magnitudes), values.ravel())
+    model = load_export(root)
+    for fmt in ("bin", "hex", "coe", "mif", "h"):
+        assert np.array_equal(model.read_param(node["name"], "weight", fmt), values), fmt
 
 
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
@@ -211,3 +214,5 @@ def test_row_mixed_weights_lower_exactly_and_pack_each_row_at_its_width(kind: st
             else:
                 decoded = np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)
             assert np.array_equal(decoded, values[row].ravel()), (node["name"], row)
+        for fmt in ("bin", "hex"):
+            assert np.array_equal(load_export(root).read_param(node["name"], "weight", fmt), values), fmt

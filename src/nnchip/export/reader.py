@@ -3,6 +3,7 @@ from nnchip.lower) — the third, independent implementation of the integer cont
 
     model = load_export("out/cnn")          # checks the manifest, every file's SHA-256, paths
     tensors = model.run(int_input)          # every tensor by name, int64
+    w = model.read_param("conv1", "weight", "mif")   # a parameter read back from .npy/.bin/.hex/.coe/.mif/.h
     report = verify("out/cnn")              # replays the golden vectors: {tensor: (matched, total)}
 This file imports only the standard library and numpy, so it can be copied next to a testbench.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,39 @@ class ExportedModel:
             args = [values[i] for i in node["inputs"]]
             values[node["output"]] = self._run_node(node, self.params[node["name"]], args, batch)
         return values
+
+    def read_param(self, node_name: str, key: str, fmt: str) -> np.ndarray:
+        """The integer values of parameter `key` of node `node_name` as stored in its `fmt` file."""
+        node = next((n for n in self.manifest["nodes"] if n["name"] == node_name), None)
+        if node is None or key not in node["params"]:
+            raise ExportError(f"no parameter {node_name}.{key} in the manifest")
+        entry = node["params"][key]
+        if fmt not in entry:
+            raise ExportError(f"parameter {node_name}.{key} has no {fmt!r} file (formats: "
+                              f"{', '.join(k for k in ('npy', *TEXT_FORMATS) if k in entry)})")
+        if fmt == "npy":
+            return _load_npy(self.directory, entry["npy"])
+        path = _safe_path(self.directory, entry[fmt])
+        shape, bits = tuple(entry["shape"]), int(entry["bits"])
+        count = int(np.prod(shape)) if shape else 1
+        encoding = node["attrs"].get("weight_encoding", "twos_complement") if key == "weight" else "twos_complement"
+        if fmt == "h":
+            return parse_c_header(path.read_text()).reshape(shape)
+        word_bits = int(self.manifest["packing"].get("word_bits", 32))
+        if encoding == "row_mixed":
+            if fmt == "bin":
+                stream = np.unpackbits(np.frombuffer(path.read_bytes(), dtype=np.uint8), bitorder="little")
+            else:
+                stream = words_to_stream(parse_hex(path.read_text()), word_bits)
+            row_format = _load_npy(self.directory, node["params"]["row_format"]["npy"])
+            return row_mixed_values(stream, row_format, node["attrs"]["row_formats"], shape)
+        if fmt == "bin":
+            codes = unpack_stream(path.read_bytes(), bits, count)
+        else:
+            words = {"hex": parse_hex, "coe": parse_coe, "mif": parse_mif}[fmt](path.read_text())
+            codes = words_to_codes(words, bits, word_bits, count)
+        mantissa_bits = int(node["attrs"].get("weight_mantissa_bits", 0))
+        return codes_to_values(codes, encoding, bits, mantissa_bits).reshape(shape)
 
     def _tensor(self, name: str) -> dict[str, Any]:
         return self.manifest["tensors"][name]
@@ -286,6 +321,129 @@ def _layout(a: dict[str, Any], x: Any, batch: int) -> Any:
         dim = args[0] if args else kwargs.get("dim", 0)
         return [np.take(x, i, axis=dim) for i in range(x.shape[dim])]
     raise ExportError(f"layout function {fn!r} is not supported by the numpy reader")
+
+
+# ---- parameter files (docs/export-format.md, "Packed weights") ----------------------------------------
+TEXT_FORMATS = ("bin", "hex", "coe", "mif", "h")
+
+
+def unpack_stream(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Codes of a little-endian bit stream: element i in stream bits [i·bits, (i+1)·bits), bit 0 of byte 0 first."""
+    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
+    return (stream.reshape(count, bits).astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(axis=1)
+
+
+def words_to_codes(words: list[int], bits: int, word_bits: int, count: int) -> np.ndarray:
+    """floor(word_bits / bits) codes per word, element 0 in the least significant bits."""
+    per_word = max(1, word_bits // bits)
+    mask = (1 << bits) - 1
+    codes = [(word >> (slot * bits)) & mask for word in words for slot in range(per_word)]
+    if len(codes) < count:
+        raise ExportError(f"{len(words)} words hold fewer than {count} codes")
+    return np.array(codes[:count], dtype=np.int64)
+
+
+def words_to_stream(words: list[int], word_bits: int) -> np.ndarray:
+    """The bit stream of words cut from it (bit 0 of the stream = bit 0 of word 0)."""
+    return np.array([(word >> i) & 1 for word in words for i in range(word_bits)], dtype=np.uint8)
+
+
+def esb_magnitudes(exponent_bits: int, mantissa_bits: int) -> np.ndarray:
+    """Magnitude of each ESB code without its sign: E = 0 -> M, E >= 1 -> (2^m + M)·2^(E−1)."""
+    m = mantissa_bits
+    return np.array([mantissa if exponent == 0 else (2**m + mantissa) << (exponent - 1)
+                     for exponent in range(2**exponent_bits) for mantissa in range(2**m)], dtype=np.int64)
+
+
+def sp2_magnitudes(bits: int) -> np.ndarray:
+    """Magnitude of each SP2 code without its sign (fields i1: floor(b/2) bits, i2: the rest)."""
+    m1 = bits // 2
+    m2 = bits - 1 - m1
+    top = 2**m1 - 1
+    t1 = [0] + [2 ** (top - i) for i in range(1, 2**m1)]
+    t2 = [0] + [2 ** (top - i) for i in range(1, 2**m2)]
+    return np.array([t1[i1] + t2[i2] for i1 in range(2**m1) for i2 in range(2**m2)], dtype=np.int64)
+
+
+def row_mixed_values(stream: np.ndarray, row_format: np.ndarray, formats: list[dict[str, Any]],
+                     shape: tuple[int, ...]) -> np.ndarray:
+    """Rows packed one after another, each at its format's width (docs/export-format.md)."""
+    per_row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    rows, offset = [], 0
+    for f in row_format.tolist():
+        bits = int(formats[f]["bits"])
+        chunk = stream[offset:offset + bits * per_row].reshape(per_row, bits).astype(np.int64)
+        offset += bits * per_row
+        codes = (chunk << np.arange(bits, dtype=np.int64)).sum(axis=1)
+        if formats[f]["scheme"] == "sp2":
+            magnitude = sp2_magnitudes(bits)[codes & ((1 << (bits - 1)) - 1)]
+            rows.append(np.where(codes >> (bits - 1) == 1, -magnitude, magnitude))
+        else:
+            rows.append(codes_to_values(codes, "twos_complement", bits))
+    return np.stack(rows).reshape(shape)
+
+
+def codes_to_values(codes: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:
+    """Stored code -> integer value (docs/integer-semantics.md §4)."""
+    if encoding == "esb":
+        magnitude = esb_magnitudes(bits - 1 - mantissa_bits, mantissa_bits)[codes & ((1 << (bits - 1)) - 1)]
+        return np.where(codes >> (bits - 1) == 1, -magnitude, magnitude)
+    if encoding == "bipolar":
+        return np.where(codes > 0, 1, -1).astype(np.int64)
+    if encoding == "midrise":
+        return 2 * codes - (2**bits - 1)
+    if encoding == "power_of_two":
+        exponent = codes & ((1 << (bits - 1)) - 1)
+        magnitude = np.where(exponent > 0, np.left_shift(np.int64(1), np.maximum(exponent - 1, 0)), 0)
+        return np.where(codes >> (bits - 1) == 1, -magnitude, magnitude)
+    return np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)  # two's complement, ternary
+
+
+def parse_hex(text: str) -> list[int]:
+    """$readmemh words, one per line (// comments and blank lines ignored)."""
+    return [int(line, 16) for line in (raw.split("//")[0].strip() for raw in text.splitlines()) if line]
+
+
+def parse_coe(text: str) -> list[int]:
+    """Xilinx COE: memory_initialization_radix (2, 10 or 16) and memory_initialization_vector."""
+    body = "\n".join(line.split(";", 1)[0] if line.lstrip().startswith(";") else line for line in text.splitlines())
+    radix = re.search(r"memory_initialization_radix\s*=\s*(\d+)\s*;", body, re.IGNORECASE)
+    vector = re.search(r"memory_initialization_vector\s*=\s*([^;]*);", body, re.IGNORECASE)
+    if radix is None or vector is None:
+        raise ExportError("COE file without memory_initialization_radix/memory_initialization_vector")
+    return [int(token, int(radix.group(1))) for token in re.split(r"[\s,]+", vector.group(1)) if token]
+
+
+def parse_mif(text: str) -> list[int]:
+    """Intel MIF: DEPTH, ADDRESS_RADIX, DATA_RADIX and `address : value;` lines (ranges `[a..b] : v;` too)."""
+    text = re.sub(r"--[^\n]*", "", text)
+    radixes = {"HEX": 16, "UNS": 10, "DEC": 10, "BIN": 2, "OCT": 8}
+    fields = {key.upper(): value.strip() for key, value in re.findall(r"(\w+)\s*=\s*(\w+)\s*;", text)}
+    content = re.search(r"CONTENT\s+BEGIN(.*?)END\s*;", text, re.IGNORECASE | re.DOTALL)
+    if content is None or "DEPTH" not in fields:
+        raise ExportError("MIF file without DEPTH or CONTENT BEGIN ... END;")
+    address_radix = radixes[fields.get("ADDRESS_RADIX", "HEX").upper()]
+    data_radix = radixes[fields.get("DATA_RADIX", "HEX").upper()]
+    words = [0] * int(fields["DEPTH"])
+    for address, value in re.findall(r"([\w\[\]\.]+)\s*:\s*(\w+)\s*;", content.group(1)):
+        if address.startswith("["):
+            first, last = (int(a, address_radix) for a in address.strip("[]").split(".."))
+        else:
+            first = last = int(address, address_radix)
+        for index in range(first, last + 1):
+            words[index] = int(value, data_radix)
+    return words
+
+
+def parse_c_header(text: str) -> np.ndarray:
+    """The values array of an nnchip C header: the first `static const <int type> <id>[N] = {...};`."""
+    match = re.search(r"static\s+const\s+u?int\d+_t\s+\w+\[(\d+)\]\s*=\s*\{([^}]*)\}", text)
+    if match is None:
+        raise ExportError("C header without a `static const` integer array")
+    values = np.array([int(v) for v in re.split(r"[\s,]+", match.group(2)) if v], dtype=np.int64)
+    if values.size != int(match.group(1)):
+        raise ExportError(f"C header array declares {match.group(1)} values but holds {values.size}")
+    return values
 
 
 # ---- loading and verification ------------------------------------------------------------------------

@@ -5,6 +5,11 @@ Layout of an export directory (docs/export-format.md):
     params/<node>.<param>.npy  integer parameters (int64 .npy)
     params/<node>.<param>.bin  weights packed little-endian at their exact bit width (format "bin")
     params/<node>.<param>.hex  $readmemh text, one word per line, `word_bits` wide (format "hex")
+    params/<node>.<param>.coe  Xilinx COE, the same words (format "coe")
+    params/<node>.<param>.mif  Intel MIF, the same words (format "mif")
+    params/<node>.<param>.h    C header: values in the smallest stdint type + the same words (format "h")
+    model.onnx                 integer-op ONNX model, bit-exact in onnxruntime (format "onnx", needs onnx)
+    model_qdq.onnx             QDQ ONNX model for ecosystem tools, approximate (format "onnx-qdq", needs onnx)
     golden/<tensor>.npy        golden vectors: the input, every intermediate tensor and the outputs
 The directory is written to a temporary sibling and renamed into place: a failed export leaves nothing.
 """
@@ -25,11 +30,14 @@ import torch
 from nnchip.core.errors import ConfigError, NnchipError
 from nnchip.core.intspec import esb_magnitudes, sp2_magnitudes
 from nnchip.export.packing import pack_bits, pack_variable_bits, to_hex_lines, variable_hex_lines
+from nnchip.export.text_formats import to_c_header, to_coe, to_mif
 from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
 
 MANIFEST_VERSION = 1
-FORMATS = ("npy", "bin", "hex")
+FORMATS = ("npy", "bin", "hex", "coe", "mif", "h", "onnx", "onnx-qdq")
+TEXT_WRITERS = {"coe": to_coe, "mif": to_mif}
+ONNX_FILES = {"onnx": "model.onnx", "onnx-qdq": "model_qdq.onnx"}
 
 
 def _sha256(path: Path) -> str:
@@ -83,6 +91,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             np.save(root / f"{base}.npy", value.astype(np.int64), allow_pickle=False)
             entry["npy"] = record(f"{base}.npy")
             if key == "weight" and node.attrs.get("weight_encoding") == "row_mixed":
+                if unsupported := sorted(set(formats) & {"coe", "mif", "h"}):
+                    raise ConfigError(f"formats: {', '.join(unsupported)} cannot hold the row-mixed weight of "
+                                      f"{node.name} (rows of different widths); use npy, bin and hex")
                 codes, widths = _row_mixed_codes(value, node.params["row_format"], node.attrs["row_formats"])
                 entry.update(bits=int(widths.max()), row_bits=[int(b) for b in widths[:: max(1, value[0].size)]])
                 if "bin" in formats:
@@ -102,6 +113,15 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                 if "hex" in formats:
                     (root / f"{base}.hex").write_text("\n".join(to_hex_lines(codes, bits, word_bits)) + "\n")
                     entry["hex"] = record(f"{base}.hex")
+                encoding = str(node.attrs.get("weight_encoding", "twos_complement"))
+                described = {"name": f"{node.name}.{key}", "shape": tuple(value.shape), "encoding": encoding}
+                for fmt, writer in TEXT_WRITERS.items():
+                    if fmt in formats:
+                        (root / f"{base}.{fmt}").write_text(writer(codes, bits, word_bits, **described))
+                        entry[fmt] = record(f"{base}.{fmt}")
+                if "h" in formats:
+                    (root / f"{base}.h").write_text(to_c_header(value, codes, bits, word_bits, **described))
+                    entry["h"] = record(f"{base}.h")
             params[key] = entry
         nodes.append({"name": node.name, "op": node.op, "inputs": node.inputs, "output": node.output,
                       "attrs": node.attrs, "params": params})
@@ -109,8 +129,13 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
         "format": "nnchip-intgraph", "version": MANIFEST_VERSION, "inputs": graph.inputs, "outputs": graph.outputs,
         "tensors": {name: t.to_dict() for name, t in graph.tensors.items()}, "nodes": nodes, "meta": graph.meta,
         "packing": {"bin": "little-endian, element i in bits [i*b, (i+1)*b) of the stream, two's complement codes",
-                    "hex": f"{word_bits}-bit words, element 0 in the least significant bits"},
+                    "hex": f"{word_bits}-bit words, element 0 in the least significant bits", "word_bits": word_bits,
+                    "coe": "the .hex words, radix 16", "mif": "the .hex words, WIDTH=word_bits, DATA_RADIX=HEX",
+                    "h": "values in the smallest stdint type (<id>[]) and the .hex words (<id>_words[])"},
     }
+    onnx_models = {fmt: name for fmt, name in ONNX_FILES.items() if fmt in formats}
+    if onnx_models:
+        manifest["onnx"] = {fmt: record(_write_onnx(graph, root / name, fmt)) for fmt, name in onnx_models.items()}
     if golden_inputs is not None:
         (root / "golden").mkdir()
         result = run(graph, golden_inputs)
@@ -157,6 +182,16 @@ def _write_packed_indices(graph: IntGraph, name: str, value: np.ndarray, root: P
         (root / f"golden/{name}.hex").write_text("\n".join(to_hex_lines(value.astype(np.int64).ravel(), bits,
                                                                           word_bits)) + "\n")
         record(f"golden/{name}.hex")
+
+
+def _write_onnx(graph: IntGraph, path: Path, fmt: str) -> str:
+    """Write the ONNX model of `fmt` ("onnx": integer ops, "onnx-qdq"); onnx is imported only here."""
+    if fmt == "onnx":
+        from nnchip.export.onnx_integer import to_onnx_integer as convert
+    else:
+        from nnchip.export.onnx_qdq import to_onnx_qdq as convert
+    path.write_bytes(convert(graph).SerializeToString())
+    return path.name
 
 
 def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:
