@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import io
 import json
 from pathlib import Path
@@ -32,7 +31,7 @@ from nnchip.hw.dse import DesignPoint, DSEResult, explore, load_accuracy
 from nnchip.hw.fpga import cost_table, load_design, load_latency_table
 from nnchip.hw.specs import load_energy, load_fpga
 from nnchip.hw.systolic import DATAFLOWS, workload_cycles
-from nnchip.hw.workload import Workload
+from nnchip.hw.workload import zoo_workload
 
 DEFAULT_OUT = "nnchip-out/dse"
 PARETO_COLUMNS = ("w_bits", "a_bits", "t_m", "t_n", "t_a", "t_b", "fps", "lut", "ff", "dsp", "bram36", "resource_use",
@@ -60,30 +59,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--emit-recipe", default=None, metavar="FILE", help="write a quantization recipe (+ FILE.h)")
     add_out_argument(p, DEFAULT_OUT)
     p.set_defaults(func=run)
-
-
-def model_workload(name: str, image_size: int | None = None) -> Workload:
-    """Shape-level workload of a zoo model at its default input (random weights, batch 1)."""
-    import torch
-
-    from nnchip.hw.workload import workload_from_model
-    from nnchip.models import MODELS, build
-
-    if name not in MODELS:
-        build(name)  # raises the zoo's one-line error listing the known models
-    defaults = {k: v.default for k, v in inspect.signature(MODELS[name]).parameters.items()
-                if v.default is not inspect.Parameter.empty}
-    size = image_size or int(defaults.get("image_size", 32))
-    if size <= 0:
-        raise ConfigError(f"--image-size must be positive, got {size}")
-    options = {"image_size": size} if "image_size" in defaults else {}
-    shape = (1, int(defaults.get("in_channels", 3)), size, size)
-    try:  # on the meta device only shapes are computed: a DeiT-B is costed in ~2 s with no weights in memory
-        with torch.device("meta"):
-            return workload_from_model(build(name, **options).eval(), torch.zeros(shape))
-    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: run the shapes for real
-        with torch.no_grad():
-            return workload_from_model(build(name, **options).eval(), torch.zeros(shape))
 
 
 def _parse_array(text: str) -> tuple[int, int]:
@@ -172,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dataflow not in DATAFLOWS:
             raise ConfigError(f"--dataflow must be one of {', '.join(DATAFLOWS)}, got {args.dataflow!r}")
         rows, cols = _parse_array(args.array)
-    workload = model_workload(args.model, args.image_size)
+    workload = zoo_workload(args.model, args.image_size)
     table = cost_table(workload, measured)
     result = explore(table, device, design, energy, args.target_fps, w_bits=args.w_bits, a_bits=args.a_bits,
                      accuracy=accuracy)
