@@ -142,11 +142,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--target-fps must be positive, got {args.target_fps}")
     accuracy = load_accuracy(args.accuracy) if args.accuracy else None
     measured = load_latency_table(args.latency_table) if args.latency_table else None
+    if args.dataflow not in DATAFLOWS:
+        raise ConfigError(f"--dataflow must be one of {', '.join(DATAFLOWS)}, got {args.dataflow!r}")
     systolic = None
-    if args.array:
-        if args.dataflow not in DATAFLOWS:
-            raise ConfigError(f"--dataflow must be one of {', '.join(DATAFLOWS)}, got {args.dataflow!r}")
-        rows, cols = _parse_array(args.array)
+    rows, cols = _parse_array(args.array) if args.array else (0, 0)
     workload = zoo_workload(args.model, args.image_size)
     table = cost_table(workload, measured)
     result = explore(table, device, design, energy, args.target_fps, w_bits=args.w_bits, a_bits=args.a_bits,
