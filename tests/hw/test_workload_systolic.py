@@ -11,7 +11,7 @@ import torch
 from lowering_cases import lowered
 
 from nnchip.core.errors import ConfigError
-from nnchip.hw import LayerWork, gemm_cycles, utilisation, workload_from_intgraph, workload_from_model
+from nnchip.hw import LayerWork, gemm_cycles, utilisation, workload_from_intgraph, workload_from_model, zoo_workload
 from nnchip.hw.workload import Workload
 from nnchip.models import build
 
@@ -83,3 +83,12 @@ def test_bad_sizes_and_dataflows_are_named() -> None:
         gemm_cycles(4, 4, 4, 0, 8, "ws")
     with pytest.raises(ConfigError, match="fc: m must be positive"):
         LayerWork("fc", "linear", 0, 4, 4, 1, 8, 8)
+
+
+def test_zoo_workload_on_the_meta_device_matches_a_real_capture() -> None:
+    real = workload_from_model(build("resnet20"), torch.zeros(1, 3, 32, 32))
+    assert zoo_workload("resnet20") == real
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        zoo_workload("nope")
+    with pytest.raises(ConfigError, match="image_size must be positive"):
+        zoo_workload("resnet20", image_size=-4)

@@ -140,7 +140,6 @@ class CostTable:
     count: np.ndarray
     role: np.ndarray
     mult: np.ndarray
-    macs: int
     measured_seconds: float = 0.0
     measured_layers: tuple[str, ...] = ()
 
@@ -165,7 +164,7 @@ def cost_table(workload: Workload, measured: dict[str, float] | None = None) -> 
         raise ConfigError("the workload has no conv/linear/matmul layer left to cost")
     cols = np.array([(*key, mult) for key, mult in groups.items()], dtype=np.int64)  # (L, 6)
     m, k, n, count, role, mult = (cols[:, i:i + 1] for i in range(6))
-    return CostTable(m, k, n, count, role, mult, workload.macs, float(sum(measured.values())), tuple(sorted(measured)))
+    return CostTable(m, k, n, count, role, mult, float(sum(measured.values())), tuple(sorted(measured)))
 
 
 def load_latency_table(path: str | Path) -> dict[str, float]:
