@@ -104,28 +104,31 @@ def digits_accuracy() -> list[dict]:
 
 
 def cifar_accuracy(path: str, limit: int) -> list[dict]:
-    """ResNet-20 reference checkpoint: fake-quant vs integer top-1 on the CIFAR-10 test split."""
+    """Reference checkpoints (ResNet-20, small ViT): fake-quant vs integer top-1 on the CIFAR-10 test split."""
     from nnchip.data import load_cifar10_tar
     from nnchip.train import evaluate, load_weights
 
     split = load_cifar10_tar(path)
-    model = load_weights(build("resnet20"), CHECKPOINTS / "resnet20_cifar10.safetensors").eval()
     stride = max(1, len(split.test) // limit)  # the split is ordered by class: take every stride-th image
     x, y = split.test.tensors[0][::stride][:limit], split.test.tensors[1][::stride][:limit]
     calib = split.train.tensors[0][:512]
     rows = []
-    for bits in (8, 4):
-        config = QuantConfig(weight=default_weight_spec(bits), act=default_act_spec(bits))
-        qmodel = calibrate(quantize(model, config, example_inputs=calib[:2]), [calib])
-        graph = lower(qmodel)
-        correct = 0
-        for start in range(0, len(x), 250):
-            x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x[start:start + 250]).to(torch.int64)
-            logits = run(graph, x_int).tensors[graph.outputs[0]]
-            correct += int((logits.argmax(-1) == y[start:start + 250]).sum())
-        test = torch.utils.data.TensorDataset(x, y)
-        rows.append({"model": "resnet20", "bits": f"W{bits}A{bits}", "float_acc": evaluate(model, test),
-                     "fake_quant_acc": evaluate(qmodel, test), "int_acc": correct / len(x)})
+    for name in ("resnet20", "vit_tiny"):
+        options = json.loads((CHECKPOINTS / f"{name}_cifar10.json").read_text())["model_options"]
+        model = load_weights(build(name, num_classes=10, **options), CHECKPOINTS / f"{name}_cifar10.safetensors")
+        model.eval()
+        for bits in (8, 4):
+            config = QuantConfig(weight=default_weight_spec(bits), act=default_act_spec(bits))
+            qmodel = calibrate(quantize(model, config, example_inputs=calib[:2]), [calib])
+            graph = lower(qmodel)
+            correct = 0
+            for start in range(0, len(x), 250):
+                x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x[start:start + 250]).to(torch.int64)
+                logits = run(graph, x_int).tensors[graph.outputs[0]]
+                correct += int((logits.argmax(-1) == y[start:start + 250]).sum())
+            test = torch.utils.data.TensorDataset(x, y)
+            rows.append({"model": f"{name} (CIFAR-10)", "bits": f"W{bits}A{bits}", "float_acc": evaluate(model, test),
+                         "fake_quant_acc": evaluate(qmodel, test), "int_acc": correct / len(x)})
     return rows
 
 
@@ -135,9 +138,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--cifar", default=None, help="CIFAR-10 ImageFolder .tar.gz: adds the ResNet-20 table")
     parser.add_argument("--cifar-limit", type=int, default=10_000, help="test images used for the CIFAR table")
+    parser.add_argument("--accuracy-only", action="store_true", help="only the fake-quant vs integer tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {
+    results = {"interpreter": [], "export": {}, "digits": digits_accuracy()} if args.accuracy_only else {
         "interpreter": [
             interpreter_ratio("resnet20", {}, (64, 3, 32, 32)),
             interpreter_ratio("vit_tiny", {"in_channels": 3, "image_size": 32, "patch": 4, "dim": 128, "depth": 6,

@@ -16,81 +16,33 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
 import math
 import statistics
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 # ---- data ------------------------------------------------------------------------------------------
 def load_cifar(path: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(train_x, train_y, test_x, test_y): uint8 (N, 3, 32, 32) images and int64 labels.
+    """(train_x, train_y, test_x, test_y): float images normalised with the train set's channel statistics
+    (nnchip.data.load_cifar10_tar, the reader the reference checkpoints were trained with) and labels."""
+    from nnchip.data import load_cifar10_tar
 
-    Uses nnchip.data's reader when it provides one, else decodes the ImageFolder .tar.gz here (cached)."""
-    try:
-        from nnchip.data import load_cifar10_tar  # type: ignore[attr-defined]
-
-        return load_cifar10_tar(path)  # type: ignore[no-any-return]
-    except (ImportError, TypeError, AttributeError):
-        pass
-    cache = Path.home() / ".cache" / "nnchip" / "bench_cifar10_uint8.npz"
-    if cache.is_file():
-        z = np.load(cache)
-        return (torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"]), torch.from_numpy(z["test_x"]),
-                torch.from_numpy(z["test_y"]))
-    if not path.is_file():
-        raise SystemExit(f"CIFAR-10 archive not found: {path}")
-    from PIL import Image
-
-    splits: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "test": ([], [])}
-    with tarfile.open(path, "r:gz") as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name)
-        classes = sorted({Path(m.name).parent.name for m in members})
-        for m in members:
-            parts = Path(m.name).parts
-            split = "train" if "train" in parts else "test"
-            data = tar.extractfile(m).read()  # type: ignore[union-attr]
-            img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
-            splits[split][0].append(img)
-            splits[split][1].append(classes.index(Path(m.name).parent.name))
-    arrays = {f"{s}_x": np.stack(splits[s][0]) for s in splits} | {
-        f"{s}_y": np.asarray(splits[s][1], dtype=np.int64) for s in splits}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.rename(cache)
-    return (torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]),
-            torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"]))
-
-
-def normalize(x_uint8: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    x = x_uint8.float() / 255.0
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
-def augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Random crop (pad 4) and horizontal flip, per batch (cheap; QAT only)."""
-    padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
-    i, j = torch.randint(0, 9, (2,), generator=generator).tolist()
-    out = padded[:, :, i:i + 32, j:j + 32]
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+    split = load_cifar10_tar(path)
+    train_x, train_y = split.train.tensors
+    test_x, test_y = split.test.tensors
+    return train_x, train_y, test_x, test_y
 
 
 # ---- models ----------------------------------------------------------------------------------------
@@ -112,12 +64,12 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), {"name": name, **meta}
 
 
-def top1(model: nn.Module, x: Tensor, y: Tensor, mean: tuple, std: tuple, batch: int = 500) -> float:
+def top1(model: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
-            correct += int((model(normalize(x[i:i + batch], mean, std)).argmax(1) == y[i:i + batch]).sum())
+            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
     return correct / x.shape[0]
 
 
@@ -149,16 +101,21 @@ def nnchip_ptq(model: nn.Module, calib: Tensor, w_bits: int, a_bits: int, method
     return qmodel
 
 
-def qat(student: nn.Module, teacher: nn.Module, train_x: Tensor, train_y: Tensor, mean: tuple, std: tuple,
-        steps: int, lr: float, seed: int) -> None:
-    """Short QAT with distillation: SGD (momentum 0.9, cosine), batch 128, crop+flip, 0.5·CE + 0.5·KL."""
+def qat(student: nn.Module, teacher: nn.Module, train_x: Tensor, train_y: Tensor, steps: int, lr: float, seed: int, *,
+        adamw: bool = False) -> None:
+    """Short QAT with distillation: SGD (momentum 0.9) or AdamW (ViTs), cosine LR, batch 128, crop+flip,
+    loss 0.5·CE + 0.5·KL(teacher ‖ student)."""
+    from nnchip.data import random_crop_flip
+
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.AdamW(params, lr=lr, weight_decay=0.0) if adamw else torch.optim.SGD(params, lr=lr, momentum=0.9)
+    )
     student.train()
     for step in range(steps):
         idx = torch.randint(0, train_x.shape[0], (128,), generator=generator)
-        x = augment(normalize(train_x[idx], mean, std), generator)
+        x = random_crop_flip(train_x[idx], generator=generator)
         y = train_y[idx]
         with torch.no_grad():
             soft = F.softmax(teacher(x), dim=1)
@@ -243,16 +200,14 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
     train_x, train_y, test_x, test_y = data
     model, meta = load_checkpoint(ckpt)
     name = meta["name"]
-    mean = tuple(meta.get("mean", CIFAR_MEAN))
-    std = tuple(meta.get("std", CIFAR_STD))
     generator = torch.Generator().manual_seed(args.seed)
     calib_idx = torch.randperm(train_x.shape[0], generator=generator)[:args.calib]
-    calib = normalize(train_x[calib_idx], mean, std)
+    calib = train_x[calib_idx]
     if args.test_images < test_x.shape[0]:  # a fixed random subset (the archive is sorted by class)
         keep = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(args.seed))[:args.test_images]
         test_x, test_y = test_x[keep], test_y[keep]
     n_test = int(test_x.shape[0])
-    float_acc = top1(model, test_x, test_y, mean, std)
+    float_acc = top1(model, test_x, test_y)
     is_vit = any(isinstance(m, (nn.LayerNorm, nn.MultiheadAttention)) for m in model.modules())
 
     def row(method: str, w: int | None, a: int | None, acc: float, seconds: float, **extra: Any) -> None:
@@ -262,6 +217,9 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
               else str(ckpt), **extra})
 
     row("float", None, None, float_acc, 0.0)
+    if args.timing_only:
+        timing(model, name, calib, emit, args)
+        return
     observer = act_observer()
     w4_methods = list(args.ptq_w4)
     if is_vit:
@@ -271,7 +229,7 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
             start = time.perf_counter()
             try:
                 qmodel = nnchip_ptq(model, calib, bits, bits, methods.split(","), args.ptq_iterations)
-                acc = top1(qmodel, test_x, test_y, mean, std)
+                acc = top1(qmodel, test_x, test_y)
                 row(f"nnchip PTQ {methods}", bits, bits, acc, time.perf_counter() - start,
                     act_observer=observer, ptq_iterations=args.ptq_iterations)
             except Exception as exc:  # noqa: BLE001  (a benchmark row records its failure and goes on)
@@ -280,9 +238,11 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
         start = time.perf_counter()
         try:
             qmodel = nnchip_ptq(model, calib, bits, bits, ["calibrate"], args.ptq_iterations, quantizer="lsq")
-            qat(qmodel, model, train_x, train_y, mean, std, args.qat_steps, args.qat_lr, args.seed)
-            acc = top1(qmodel, test_x, test_y, mean, std)
+            lr = args.qat_lr_vit if is_vit else args.qat_lr
+            qat(qmodel, model, train_x, train_y, args.qat_steps, lr, args.seed, adamw=is_vit)
+            acc = top1(qmodel, test_x, test_y)
             row("nnchip QAT (LSQ, KD)", bits, bits, acc, time.perf_counter() - start, qat_steps=args.qat_steps,
+                qat_optimizer=f"{'AdamW' if is_vit else 'SGD'} lr {lr} cosine",
                 qat_epochs=round(args.qat_steps * 128 / train_x.shape[0], 2), act_observer=observer)
         except Exception as exc:  # noqa: BLE001
             row("nnchip QAT (LSQ, KD)", bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
@@ -291,7 +251,7 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
             start = time.perf_counter()
             try:
                 bq = brevitas_ptq(model, calib, bits, bits, num_classes=10)
-                acc = top1(bq, test_x, test_y, mean, std)
+                acc = top1(bq, test_x, test_y)
                 row("Brevitas PTQ (layerwise, per-channel, graph-eq, GPTQ act-order, bias corr)", bits, bits, acc,
                     time.perf_counter() - start)
             except Exception as exc:  # noqa: BLE001
@@ -304,7 +264,7 @@ def timing(model: nn.Module, name: str, calib: Tensor, emit: Callable[[dict], No
     from nnchip.quant import quantize
 
     x = calib[:128]
-    y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 10, (x.shape[0],), generator=torch.Generator().manual_seed(0))
     float_model = copy.deepcopy(model)
     float_s = median_step_seconds(float_model, x, y)
     record: dict[str, Any] = {"model": name, "method": "QAT step time", "batch": 128, "threads": args.threads,
@@ -347,9 +307,12 @@ def main(argv: list[str] | None = None) -> int:
                         default=["calibrate", "calibrate,bias_correction", "adaround", "brecq", "qdrop"])
     parser.add_argument("--qat-bits", nargs="*", type=int, default=[4, 2])
     parser.add_argument("--qat-steps", type=int, default=300)
-    parser.add_argument("--qat-lr", type=float, default=0.01)
+    parser.add_argument("--qat-lr", type=float, default=0.002,
+                        help="SGD learning rate (CNNs; BN is folded, so the float recipe's rates diverge)")
+    parser.add_argument("--qat-lr-vit", type=float, default=1e-4, help="AdamW learning rate (ViTs)")
     parser.add_argument("--skip-brevitas", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true", help="only the QAT step-time ratios (quiet machine)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -43,6 +43,14 @@ def test_float_models_learn_digits(records: list[dict]) -> None:
         assert r["float_acc"] > 0.9, r
 
 
+def test_vq_row_lowers_bit_exact_within_three_points(records: list[dict]) -> None:
+    row = next(r for r in records if r["method"] == "vq")
+    assert (row["vq_v"], row["vq_k"], row["metric"]) == (4, 16, "l2")
+    assert row["lut_layers"] == ["conv2", "conv3"]
+    assert row["bit_exact"] is True
+    assert row["int_acc"] >= row["float_acc"] - 0.03 and row["acc"] >= row["float_acc"] - 0.03, row
+
+
 def test_w8a8_within_one_point_of_float(records: list[dict]) -> None:
     rows = [r for r in records if (r["w_bits"], r["a_bits"]) == (8, 8)]
     assert len(rows) >= 2

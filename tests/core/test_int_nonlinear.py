@@ -13,6 +13,8 @@ from nnchip.core.int_nonlinear import (
     layernorm_output_scale,
     shift_gelu,
     shiftmax,
+    softmax_exp_table,
+    table_softmax,
 )
 from nnchip.core.qmath import sqnr_db
 from nnchip.quant.nonlinear import IntegerLayerNorm, IntegerSoftmax
@@ -25,6 +27,34 @@ def test_shiftmax_is_close_to_softmax_and_integer() -> None:
     assert y.dtype == torch.int64 and int(y.min()) >= 0 and int(y.max()) <= 128
     assert (y / 128.0 - torch.softmax(x * scale, dim=-1)).abs().max() < 0.03
     assert bool((y.sum(dim=-1) <= 128).all())  # floor divisions never overshoot 1.0
+
+
+def test_table_softmax_is_float_softmax_on_the_output_grid() -> None:
+    scale = 0.07
+    x = torch.randint(-128, 128, (256, 50))
+    table = softmax_exp_table(scale, 255)
+    assert table.dtype == torch.int64 and int(table[0]) == 2**20 and int(table[-1]) >= 0
+    y = table_softmax(x, table, out_bits=8)
+    reference = torch.round(torch.softmax(x.double() * scale, dim=-1) * 128)
+    assert int((y - reference).abs().max()) <= 1
+    assert float((y == reference).double().mean()) > 0.999  # differs only within ~2^-16 of a rounding tie
+    assert torch.equal(y, table_softmax(x - 40, table, out_bits=8))  # shift invariant
+
+
+def test_table_ends_where_entries_round_to_zero() -> None:
+    coarse = softmax_exp_table(0.5, 255)  # exp(−0.5·d)·2^20 < 1/2 beyond d ≈ 29
+    assert coarse.numel() < 40 and int(coarse[-1]) == 0
+    assert softmax_exp_table(0.001, 255).numel() == 256  # a fine grid: the code range bounds the table
+
+
+def test_exact_centring_layernorm_beats_the_rounded_mean() -> None:
+    torch.manual_seed(0)
+    x = torch.randint(-3, 4, (512, 32)) + torch.randint(-100, 100, (512, 1))  # small spread, offset rows
+    real = F.layer_norm(x.double(), (32,))
+    exact = int_layernorm_core(x) * layernorm_output_scale(32)
+    ivit = int_layernorm_core(x, sqrt_mode="ivit") * layernorm_output_scale(32)
+    assert (exact - real).abs().max() < 0.01
+    assert (exact - real).abs().mean() < (ivit - real).abs().mean() / 5
 
 
 def test_shiftmax_is_shift_invariant() -> None:

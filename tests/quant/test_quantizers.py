@@ -12,7 +12,7 @@ from nnchip.core.errors import ConfigError
 from nnchip.quant import QUANTIZERS, QuantSpec
 
 WEIGHT_CASES = [("minmax", 4), ("minmax", 8), ("lsq", 4), ("sawb", 4), ("sawb", 2), ("dorefa", 3), ("dorefa", 1),
-                ("binary", 1), ("ternary", 2), ("pot", 4), ("lsq+", 4)]
+                ("binary", 1), ("ternary", 2), ("pot", 4), ("lsq+", 4), ("esb", 4), ("esb", 6)]
 ACT_CASES = [("minmax", 4, False), ("minmax", 8, True), ("lsq", 4, False), ("lsq+", 4, False), ("pact", 4, False),
              ("dorefa", 4, False), ("log2", 4, False), ("twin_uniform", 6, False)]
 
@@ -95,11 +95,78 @@ def test_power_of_two_levels() -> None:
     assert (q.int_values(w) + 0.0).tolist() == [[2, 2, 2, 1, 0, 0, -4]]  # midpoints 0.5, 1.5, 3
 
 
+def test_esb_value_set_spans_power_of_two_to_fixed_point() -> None:
+    four_bit = make("esb", 4, "weight", False, options=(("significant_bits", 2),))
+    assert [v for v in four_bit.grid.values if v >= 0] == [0, 1, 2, 3, 4, 6, 8, 12]  # ≤ 2 significant bits
+    assert four_bit.grid.encoding == "esb" and four_bit.grid.storage_bits == 4
+    one_bit = make("esb", 4, "weight", False, options=(("significant_bits", 1),))
+    assert one_bit.grid.values == make("pot", 4, "weight", False).grid.values  # k = 1 is power-of-two
+    fixed = make("esb", 4, "weight", False, options=(("significant_bits", 3),))
+    assert [v for v in fixed.grid.values if v >= 0] == list(range(8))  # k = b − 1 is sign-magnitude fixed point
+    for value in make("esb", 8, "weight", False, options=(("significant_bits", 5),)).grid.values:
+        magnitude = abs(value)
+        assert magnitude == 0 or (magnitude >> (magnitude & -magnitude).bit_length() - 1).bit_length() <= 5
+
+
+def test_esb_refuses_value_sets_beyond_16_bits() -> None:
+    with pytest.raises(ConfigError, match="reach magnitude 245760"):  # 4 exponent bits: octaves up to 2^14
+        make("esb", 8, "weight", False, options=(("significant_bits", 4),))
+    with pytest.raises(ConfigError, match="significant_bits must be in 1..3"):
+        make("esb", 4, "weight", False, options=(("significant_bits", 4),))
+
+
+@pytest.mark.parametrize(("high", "sp2"), [(0.25, 0.25), (0.25, 0.0), (0.0, 1.0)])
+def test_row_mixed_formats_follow_the_ratios_and_their_value_sets(high: float, sp2: float) -> None:
+    from nnchip.core.intspec import sp2_magnitudes
+
+    torch.manual_seed(0)
+    w = (torch.randn(6, 30) * torch.linspace(0.1, 1, 6)[:, None]).requires_grad_(True)
+    q = make("row_mixed", 4, "weight", True, options=(("high_ratio", high), ("sp2_ratio", sp2)))
+    q.initialize_from_tensor(w.detach())
+    counts = torch.bincount(q.row_format, minlength=3).tolist()
+    assert counts == [round(6 * high), 6 - round(6 * high) - round(6 * sp2), round(6 * sp2)]
+    ints = q.int_values(w.detach())
+    sp2_levels = torch.tensor(sorted(set(sp2_magnitudes(4))), dtype=ints.dtype)
+    for row, row_format in zip(ints, q.row_format.tolist(), strict=True):
+        if row_format == 2:
+            assert bool(torch.isin(row.abs(), sp2_levels).all())
+        else:
+            assert int(row.abs().max()) <= (127 if row_format == 0 else 7)
+    check_integer_form(q, w.detach())
+    q.train()
+    q(w).sum().backward()
+    assert w.grad is not None and torch.equal(w.grad, torch.ones_like(w))  # straight through
+
+
+def test_row_mixed_gives_high_precision_to_the_rows_that_need_it() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(6, 64)
+    w[3, :2] = 12.0  # an outlier row: 4-bit fixed point crushes the rest of it
+    q = make("row_mixed", 4, "weight", True, options=(("high_ratio", 1 / 6), ("sp2_ratio", 0.0)))
+    q.initialize_from_tensor(w)
+    assert q.row_format.tolist() == [1, 1, 1, 0, 1, 1]
+    with pytest.raises(ConfigError, match="granularity 'channel'"):
+        make("row_mixed", 4, "weight", False)
+    with pytest.raises(ConfigError, match="sum of at most 1"):
+        make("row_mixed", 4, "weight", True, options=(("high_ratio", 0.6), ("sp2_ratio", 0.6)))
+
+
+def test_esb_scale_search_beats_max_scaling() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(6, 200)
+    q = make("esb", 4, "weight", True)
+    q.initialize_from_tensor(w)
+    searched = float((q(w) - w).pow(2).sum())
+    q.set_params(w.abs().amax(dim=1, keepdim=True) / q.max_magnitude, torch.zeros(6, 1))
+    assert searched < float((q(w) - w).pow(2).sum())
+
+
 @pytest.mark.parametrize(
     ("name", "bits", "role", "match"),
     [("binary", 2, "weight", "needs bits 1"), ("ternary", 3, "weight", "needs bits 2"),
      ("pot", 8, "weight", "supports 2..5 bits"), ("log2", 8, "act", "supports 2..4 bits"),
-     ("binary", 1, "act", "weights only"), ("sawb", 11, "weight", "has coefficients for")],
+     ("binary", 1, "act", "weights only"), ("sawb", 11, "weight", "has coefficients for"),
+     ("esb", 8, "act", "weights only")],
 )
 def test_unsupported_bit_widths_are_named(name: str, bits: int, role: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

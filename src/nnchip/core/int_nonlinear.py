@@ -49,6 +49,41 @@ def shiftmax(x: Tensor, x0: int, *, out_bits: int = 8, n: int = 15, dim: int = -
     return asr(e * factor, 32 - out_bits)
 
 
+SOFTMAX_TABLE_BITS = 20  # entries of the exp table: round(2^20·exp(−S·d))
+SOFTMAX_RECIPROCAL_BITS = 52  # the row's reciprocal ⌊2^52 / Σe⌋
+
+
+def softmax_exp_table(scale: float, span: int) -> Tensor:
+    """T[d] = round(2^20·exp(−S·d)) for d = 0, 1, …, up to `span` (the input's code range) or the first zero
+    entry, whichever comes first; the table's last entry stands for every larger distance."""
+    length = span + 1
+    cutoff = math.ceil((SOFTMAX_TABLE_BITS + 1) * math.log(2) / scale) + 1  # beyond it entries round to 0
+    d = torch.arange(min(length, cutoff), dtype=torch.float64)
+    return torch.round(torch.exp(-scale * d) * 2**SOFTMAX_TABLE_BITS).to(torch.int64)
+
+
+def table_softmax(x: Tensor, table: Tensor, *, out_bits: int = 8, dim: int = -1) -> Tensor:
+    """Integer softmax along `dim` with an exp table (zero point 0 input, at most 2^16 entries per row).
+
+    d = max x − x, e = T[min(d, len(T) − 1)], f = ⌊2^52 / Σe⌋, y = round_half_up(e·f / 2^(52 − (out_bits−1))).
+    Output unsigned at scale 2^−(out_bits−1). Σe ≤ 2^16·2^20 keeps f ≥ 2^16, and e·f ≤ 2^52.
+    """
+    distance = x.amax(dim=dim, keepdim=True) - x
+    e = table[torch.clamp(distance, max=table.numel() - 1)]
+    total = torch.clamp(e.sum(dim=dim, keepdim=True), min=1)
+    factor = div_floor(torch.full_like(total, 2**SOFTMAX_RECIPROCAL_BITS), total)
+    shift = SOFTMAX_RECIPROCAL_BITS - (out_bits - 1)
+    return asr(e * factor + (1 << (shift - 1)), shift)
+
+
+SHIFT_GELU_SIGMA_BITS = 16  # σ on a 2^-15 grid inside the integer GELU
+
+
+def shift_gelu_x0(scale: float) -> int:
+    """x0 of ShiftGELU's exponential: floor(−1 / (1.702·S))."""
+    return exp_shift_x0(1.702 * scale)
+
+
 def shift_gelu(x: Tensor, x0: int, *, out_bits: int = 8, n: int = 23, dim: int = -1) -> Tensor:
     """ShiftGELU: x·σ(1.702·x) with σ as a two-term Shiftmax; x0 = floor(−1/(1.702·S)).
 
@@ -63,22 +98,26 @@ def shift_gelu(x: Tensor, x0: int, *, out_bits: int = 8, n: int = 23, dim: int =
 
 
 def int_layernorm_core(x: Tensor, *, sqrt_mode: str = "exact") -> Tensor:
-    """Normalise each row (last axis, length C) of integers: z = asr((x − μ)·⌊(2^31−1)/std⌋, 1).
+    """Normalise each row (last axis, length C) of integers; z has scale sqrt(C)/2^30 in units of the row's std.
 
-    μ = ⌊(2·Σx + C) / (2C)⌋ (half-up mean), var = Σ(x − μ)², std = max(isqrt(var), 1) — or I-ViT's fixed
-    10-step Newton from 2^16 when sqrt_mode == "ivit". z has scale sqrt(C)/2^30 in units of the row's std.
+    "exact" (default): exact centring without a rounded mean, y = C·x − Σx (= C·(x − μ)), var = Σy²,
+        std = max(isqrt(var), 1) (= C·sqrt(Σ(x − μ)²) rounded down), z = asr(y·⌊(2^31−1)/std⌋, 1).
+    "ivit": I-ViT's LayerNorm for compatibility: μ = ⌊(2·Σx + C) / (2C)⌋ (half-up mean), y = x − μ,
+        var = Σy², std = 10 Newton steps from 2^16, z = asr(y·⌊(2^31−1)/std⌋, 1).
+    Both give y/std ≈ (x − μ)/sqrt(Σ(x − μ)²); exact centring removes the half-LSB mean error that rows with a
+    small spread turn into several output LSBs.
     """
     c = x.shape[-1]
     total = x.sum(dim=-1, keepdim=True)
-    mean = div_floor(2 * total + c, 2 * c)
-    y = x - mean
-    var = (y * y).sum(dim=-1, keepdim=True)
-    if sqrt_mode == "ivit":
+    if sqrt_mode == "exact":
+        y = c * x - total
+        std = isqrt((y * y).sum(dim=-1, keepdim=True))
+    elif sqrt_mode == "ivit":
+        y = x - div_floor(2 * total + c, 2 * c)
+        var = (y * y).sum(dim=-1, keepdim=True)
         std = torch.full_like(var, 2**16)
         for _ in range(10):
             std = asr(std + div_floor(var, torch.clamp(std, min=1)), 1)
-    elif sqrt_mode == "exact":
-        std = isqrt(var)
     else:
         raise ValueError(f"sqrt_mode must be 'exact' or 'ivit', got {sqrt_mode!r}")
     std = torch.clamp(std, min=1)

@@ -19,6 +19,10 @@ class Encoding(StrEnum):
     MIDRISE          value = 2*code - (2^bits - 1): odd integers, no zero level (DoReFa-style weights)
     POWER_OF_TWO     code = sign bit (MSB) | exponent field; exponent field 0 -> value 0,
                      e >= 1 -> value ±2^(e-1)
+    ESB              code = sign bit (MSB) | exponent field E | m-bit mantissa field M (elastic significant
+                     bits): E = 0 -> ±M, E >= 1 -> ±(2^m + M)·2^(E-1)  (see `esb_magnitudes`)
+    ROW_MIXED        each output row has its own format (row_format parameter): two's complement at its own
+                     width, or SP2 codes = sign bit | i1 | i2 (see `sp2_magnitudes`)
     """
 
     TWOS_COMPLEMENT = "twos_complement"
@@ -26,6 +30,15 @@ class Encoding(StrEnum):
     TERNARY = "ternary"
     MIDRISE = "midrise"
     POWER_OF_TWO = "power_of_two"
+    ESB = "esb"
+    ROW_MIXED = "row_mixed"
+
+
+def esb_magnitudes(exponent_bits: int, mantissa_bits: int) -> list[int]:
+    """Integer magnitude of every ESB code without its sign, indexed by (E << m) | M."""
+    m = mantissa_bits
+    return [mantissa if exponent == 0 else (2**m + mantissa) << (exponent - 1)
+            for exponent in range(2**exponent_bits) for mantissa in range(2**m)]
 
 
 @dataclass(frozen=True)
@@ -54,3 +67,22 @@ class IntSpec:
 
     def to_dict(self) -> dict[str, object]:
         return {"bits": self.bits, "signed": self.signed, "narrow": self.narrow}
+
+
+def sp2_fields(bits: int) -> tuple[int, int]:
+    """(m1, m2): field widths of a `bits`-bit sum-of-two-powers-of-two code (m1 + m2 = bits − 1, m1 >= m2)."""
+    m1 = bits // 2
+    return m1, bits - 1 - m1
+
+
+def sp2_magnitudes(bits: int) -> list[int]:
+    """Integer magnitude of every SP2 code without its sign, indexed by (i1 << m2) | i2.
+
+    q = q1 + q2 with q1 ∈ {0, 2^-1, …, 2^-(2^m1 − 1)} (index i1: 0 -> 0, i -> 2^-i) and q2 likewise with m2
+    bits; the integer is q·2^(2^m1 − 1), so the finest level is 1 and the largest 2^(2^m1 − 1) (q1 = q2 = 1/2).
+    """
+    m1, m2 = sp2_fields(bits)
+    top = 2**m1 - 1
+    term = [0] + [2 ** (top - i) for i in range(1, 2**m1)]
+    term2 = [0] + [2 ** (top - i) for i in range(1, 2**m2)]
+    return [term[i1] + term2[i2] for i1 in range(2**m1) for i2 in range(2**m2)]

@@ -11,10 +11,11 @@ Kinds used by every stage (quantize, prune, vq, lower, hw):
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from nnchip.core.errors import UnsupportedError
 
@@ -137,3 +138,11 @@ def scale_factor(node: fx.Node) -> float:
     if node.target in (operator.truediv, torch.div, "div"):
         return 1.0 / factor
     return factor
+
+
+def elementwise_function(node_kind: str, module: nn.Module | None = None) -> Callable[[Tensor], Tensor]:
+    """The real function an elementwise node computes (its integer form is the table T[q] = f(S·(q − z)))."""
+    if node_kind == "gelu":
+        approximate = getattr(module, "approximate", "none") if module is not None else "none"
+        return lambda x: F.gelu(x, approximate=approximate)
+    return {"silu": F.silu, "hardswish": F.hardswish, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[node_kind]

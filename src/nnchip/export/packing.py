@@ -29,3 +29,26 @@ def to_hex_lines(codes: np.ndarray, bits: int, word_bits: int) -> list[str]:
         words = words + (padded[slot::per_word].astype(object) << (slot * bits))
     digits = -(-word_bits // 4)
     return [format(int(w), f"0{digits}x") for w in words]
+
+
+def _variable_stream(codes: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """The bit stream of codes of different widths: element i's `widths[i]` bits, LSB first, in order."""
+    values, widths = codes.astype(np.uint64).ravel(), widths.astype(np.int64).ravel()
+    top = int(widths.max()) if widths.size else 1
+    bit_matrix = ((values[:, None] >> np.arange(top, dtype=np.uint64)) & 1).astype(np.uint8)  # (N, top)
+    return bit_matrix[np.arange(top)[None, :] < widths[:, None]]
+
+
+def pack_variable_bits(codes: np.ndarray, widths: np.ndarray) -> bytes:
+    """Codes with per-element widths → bytes: the concatenated little-endian bit stream, zero-padded."""
+    return np.packbits(_variable_stream(codes, widths), bitorder="little").tobytes()
+
+
+def variable_hex_lines(codes: np.ndarray, widths: np.ndarray, word_bits: int) -> list[str]:
+    """The variable-width bit stream cut into `word_bits` words (bit 0 of the stream in bit 0 of word 0)."""
+    stream = _variable_stream(codes, widths)
+    padded = np.zeros(-(-stream.size // word_bits) * word_bits, dtype=np.uint8)
+    padded[: stream.size] = stream
+    words = np.packbits(padded.reshape(-1, word_bits), axis=1, bitorder="little")  # (words, ceil(word_bits/8))
+    digits = -(-word_bits // 4)
+    return [format(int.from_bytes(word.tobytes(), "little"), f"0{digits}x") for word in words]

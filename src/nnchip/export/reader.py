@@ -126,6 +126,8 @@ class ExportedModel:
             parts = [requantize(x, int(m), int(n), z, a["out_zero_point"], a["lo"], a["hi"])
                      for x, z, m, n in zip(args, a["zero_points"], p["multiplier"], p["shift"], strict=True)]
             return np.concatenate(parts, axis=a["dim"])
+        if op == "softmax" and a["mode"] == "table":
+            return _table_softmax(args[0], p["table"], a["out_bits"], a["dim"])
         if op == "softmax":
             x = args[0]
             e = exp_shift(x - x.max(axis=a["dim"], keepdims=True), a["x0"], a["n"])
@@ -133,8 +135,15 @@ class ExportedModel:
             return (e * (INT31_MAX // total)) >> (32 - a["out_bits"])
         if op == "lut":
             return p["table"][args[0] - a["in_qmin"]]
+        if op == "shift_gelu":
+            y = _shift_gelu(args[0] - a["in_zero_point"], a["x0"], a["n"], a["sigma_bits"])
+            return requantize(y, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
         if op == "layernorm":
             return _layernorm(args[0], p, a)
+        if op == "vq_encode":
+            return _vq_encode(args[0], p["codebook"], a)
+        if op == "lut_gemm":
+            return _lut_gemm(args[0], p, a)
         raise ExportError(f"node {node['name']}: unknown op {op!r}")
 
 
@@ -164,22 +173,74 @@ def _conv2d(x: np.ndarray, w: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     return out
 
 
+def _shift_gelu(x: np.ndarray, x0: int, n: int, sigma_bits: int) -> np.ndarray:
+    x_max = np.maximum(x.max(axis=-1, keepdims=True), 0)
+    e1 = exp_shift(x - x_max, x0, n)
+    e2 = exp_shift(np.broadcast_to(-x_max, x.shape), x0, n)
+    total = np.clip(e1 + e2, 1, INT31_MAX)
+    return x * ((e1 * (INT31_MAX // total)) >> (32 - sigma_bits))
+
+
+def _table_softmax(x: np.ndarray, table: np.ndarray, out_bits: int, dim: int) -> np.ndarray:
+    e = table[np.minimum(x.max(axis=dim, keepdims=True) - x, table.size - 1)]
+    total = np.maximum(e.sum(axis=dim, keepdims=True), 1)
+    shift = 52 - (out_bits - 1)
+    return (e * (2**52 // total) + (1 << (shift - 1))) >> shift
+
+
 def _layernorm(x: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np.ndarray:
     c = x.shape[-1]
-    mean = (2 * x.sum(axis=-1, keepdims=True) + c) // (2 * c)
-    y = x - mean
-    var = (y * y).sum(axis=-1, keepdims=True)
+    total = x.sum(axis=-1, keepdims=True)
     if a["sqrt_mode"] == "ivit":
+        y = x - (2 * total + c) // (2 * c)
+        var = (y * y).sum(axis=-1, keepdims=True)
         std = np.full_like(var, 2**16)
         for _ in range(10):
             std = (std + var // np.maximum(std, 1)) >> 1
     else:
-        std = isqrt_exact(var)
+        y = c * x - total
+        std = isqrt_exact((y * y).sum(axis=-1, keepdims=True))
     std = np.maximum(std, 1)
     z = (y * (INT31_MAX // std)) >> 1
     sign = np.where(p["negate"].astype(bool), -1, 1)
     z = sign * z + sign * p["beta"]
     return requantize(z, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+
+
+def _vq_encode(x: np.ndarray, codebook: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """Nearest centroid per sub-vector (integer distance; ties -> lowest index, as np.argmin)."""
+    if a["layer"] == "conv2d":  # im2col (B, OH, OW, C_in·k_h·k_w), channel-major, padded with pad_value
+        ph, pw = a["padding"]
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=a["pad_value"])
+        (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+        span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        view = np.lib.stride_tricks.sliding_window_view(x, span, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+        x = view.transpose(0, 2, 3, 1, 4, 5).reshape(*view.shape[:1], *view.shape[2:4], -1)
+    c, k, v = codebook.shape
+    groups = x.reshape(*x.shape[:-1], c, 1, v)  # (..., C, 1, v)
+    distance = np.zeros((*x.shape[:-1], c, k), dtype=np.int64)
+    for j in range(v):
+        diff = groups[..., j] - codebook[:, :, j]  # (..., C, K)
+        if a["metric"] == "l2":
+            distance += diff * diff
+        elif a["metric"] == "l1":
+            distance += np.abs(diff)
+        elif a["metric"] == "chebyshev":
+            distance = np.maximum(distance, np.abs(diff))
+        else:
+            raise ExportError(f"vq_encode: unknown metric {a['metric']!r}")
+    return np.argmin(distance, axis=-1).astype(np.int64)
+
+
+def _lut_gemm(index: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """acc = Σ_c table[c, idx_c] + bias, requantized per output channel."""
+    table = p["table"]  # (C, K, M)
+    acc = table[np.arange(table.shape[0]), index].sum(axis=-2) + p["bias"]  # (..., M)
+    if a["layer"] == "conv2d":
+        acc = acc.transpose(0, 3, 1, 2)
+        return requantize(acc, _channel(p["multiplier"], 4, 1), _channel(p["shift"], 4, 1), 0, a["out_zero_point"],
+                          a["lo"], a["hi"])
+    return requantize(acc, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
 
 
 def _layout(a: dict[str, Any], x: Any, batch: int) -> Any:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from nnchip.core.errors import ConfigError, NnchipError
-from nnchip.export.packing import pack_bits, to_hex_lines
+from nnchip.core.intspec import esb_magnitudes, sp2_magnitudes
+from nnchip.export.packing import pack_bits, pack_variable_bits, to_hex_lines, variable_hex_lines
 from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
 
@@ -81,9 +82,19 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             entry: dict[str, Any] = {"shape": list(value.shape), "dtype": "int64"}
             np.save(root / f"{base}.npy", value.astype(np.int64), allow_pickle=False)
             entry["npy"] = record(f"{base}.npy")
-            if key == "weight":
-                bits = int(node.attrs.get("weight_bits", 8))
-                codes = _weight_codes(value, node.attrs.get("weight_encoding", "twos_complement"), bits)
+            if key == "weight" and node.attrs.get("weight_encoding") == "row_mixed":
+                codes, widths = _row_mixed_codes(value, node.params["row_format"], node.attrs["row_formats"])
+                entry.update(bits=int(widths.max()), row_bits=[int(b) for b in widths[:: max(1, value[0].size)]])
+                if "bin" in formats:
+                    (root / f"{base}.bin").write_bytes(pack_variable_bits(codes, widths))
+                    entry["bin"] = record(f"{base}.bin")
+                if "hex" in formats:
+                    (root / f"{base}.hex").write_text("\n".join(variable_hex_lines(codes, widths, word_bits)) + "\n")
+                    entry["hex"] = record(f"{base}.hex")
+            elif key == "weight" or f"{key}_bits" in node.attrs:  # weights; LUT codebooks and tables
+                bits = int(node.attrs.get(f"{key}_bits", 8))
+                codes = _weight_codes(value, node.attrs.get(f"{key}_encoding", "twos_complement"), bits,
+                                      int(node.attrs.get(f"{key}_mantissa_bits", 0)))
                 entry["bits"] = bits
                 if "bin" in formats:
                     (root / f"{base}.bin").write_bytes(pack_bits(codes, bits))
@@ -108,14 +119,54 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             if isinstance(value, torch.Tensor):
                 np.save(root / f"golden/{name}.npy", value.numpy().astype(np.int64), allow_pickle=False)
                 golden[name] = record(f"golden/{name}.npy")
+                _write_packed_indices(graph, name, value.numpy(), root, formats, word_bits, record)
         manifest["golden"] = {"samples": int(golden_inputs.shape[0]), "tensors": golden}
     manifest["files"] = files
     return manifest
 
 
-def _weight_codes(values: np.ndarray, encoding: str, bits: int) -> np.ndarray:
+def _row_mixed_codes(values: np.ndarray, row_format: np.ndarray, formats: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, bit width of each code) of a row-mixed weight, rows in order (docs/export-format.md)."""
+    rows = values.reshape(values.shape[0], -1).astype(np.int64)
+    codes, widths = np.empty_like(rows), np.empty_like(rows)
+    for r, row in enumerate(rows):
+        spec = formats[int(row_format[r])]
+        bits = int(spec["bits"])
+        if spec["scheme"] == "sp2":
+            magnitudes = sp2_magnitudes(bits)
+            code_of = np.zeros(max(magnitudes) + 1, dtype=np.int64)
+            code_of[magnitudes[::-1]] = np.arange(len(magnitudes))[::-1]  # the lowest code of each magnitude
+            codes[r] = ((row < 0).astype(np.int64) << (bits - 1)) | code_of[np.abs(row)]
+        else:
+            codes[r] = row & ((1 << bits) - 1)
+        widths[r] = bits
+    return codes.ravel(), widths.ravel()
+
+
+def _write_packed_indices(graph: IntGraph, name: str, value: np.ndarray, root: Path, formats: tuple[str, ...],
+                          word_bits: int, record: Any) -> None:
+    """Golden LUT indices (outputs of vq_encode nodes) also packed at their index width, as bin/hex."""
+    producer = graph.producer(name)
+    if producer is None or producer.op != "vq_encode":
+        return
+    bits = int(producer.attrs["index_bits"])
+    if "bin" in formats:
+        (root / f"golden/{name}.bin").write_bytes(pack_bits(value.astype(np.int64).ravel(), bits))
+        record(f"golden/{name}.bin")
+    if "hex" in formats:
+        (root / f"golden/{name}.hex").write_text("\n".join(to_hex_lines(value.astype(np.int64).ravel(), bits,
+                                                                          word_bits)) + "\n")
+        record(f"golden/{name}.hex")
+
+
+def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:
     """Stored codes of integer weight values per their encoding (docs/export-format.md)."""
     v = values.astype(np.int64).ravel()
+    if encoding == "esb":
+        magnitudes = esb_magnitudes(bits - 1 - mantissa_bits, mantissa_bits)
+        code_of = np.zeros(max(magnitudes) + 1, dtype=np.int64)
+        code_of[magnitudes] = np.arange(len(magnitudes))
+        return ((v < 0).astype(np.int64) << (bits - 1)) | code_of[np.abs(v)]
     if encoding == "bipolar":
         return (v > 0).astype(np.int64)
     if encoding == "midrise":

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nnchip.core.errors import ConversionError
-from nnchip.core.int_nonlinear import int_layernorm_core, shiftmax
+from nnchip.core.int_nonlinear import int_layernorm_core, shift_gelu, shiftmax, table_softmax
 from nnchip.core.intmath import Rounding, requantize, round_shift, saturate
 from nnchip.lower.intgraph import IntGraph, IntNode
+from nnchip.lower.vq_ops import lut_accumulate, run_vq_encode
 
 torch.backends.cuda.matmul.allow_tf32 = False
 
@@ -169,12 +170,25 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
                                     in_zero_point=zp, out_zero_point=node.attrs["out_zero_point"],
                                     lo=node.attrs["lo"], hi=node.attrs["hi"]))
         return torch.cat(parts, dim=node.attrs["dim"])
+    if op == "softmax" and node.attrs["mode"] == "table":
+        return table_softmax(args[0], torch.from_numpy(node.params["table"]).to(torch.int64),
+                             out_bits=int(node.attrs["out_bits"]), dim=int(node.attrs["dim"]))
     if op == "softmax":
         return shiftmax(args[0], int(node.attrs["x0"]), out_bits=int(node.attrs["out_bits"]), n=int(node.attrs["n"]),
                         dim=int(node.attrs["dim"]))
+    if op == "shift_gelu":
+        y = shift_gelu(args[0] - int(node.attrs["in_zero_point"]), int(node.attrs["x0"]),
+                       out_bits=int(node.attrs["sigma_bits"]), n=int(node.attrs["n"]))
+        return _requant_node(node, y, axis=y.dim() - 1)
     if op == "lut":
         table = torch.from_numpy(node.params["table"]).to(torch.int64)
         return table[args[0] - int(node.attrs["in_qmin"])]
+    if op == "vq_encode":
+        return run_vq_encode(node, args[0])
+    if op == "lut_gemm":
+        acc = lut_accumulate(node, args[0])
+        _check_acc(node, acc, overflows, policy)
+        return _requant_node(node, acc, axis=1 if node.attrs["layer"] == "conv2d" else acc.dim() - 1)
     if op == "layernorm":
         z = int_layernorm_core(args[0], sqrt_mode=node.attrs["sqrt_mode"])
         negate = torch.from_numpy(node.params["negate"]).to(torch.bool)

@@ -3,7 +3,7 @@
 Every activation quantizer of the QModel defines one integer tensor. Walking back from a quantizer through
 clamps (ReLU/ReLU6/Hardtanh) reaches the op that computes its values; that op becomes one integer node whose
 requantization targets the quantizer's grid: conv/linear (+ folded BatchNorm) + clamp, residual add, pooling,
-mean, concat, attention matmuls, softmax (Shiftmax), GELU (table), LayerNorm (integer, exact isqrt).
+mean, concat, attention matmuls, softmax (exp table or Shiftmax), GELU (table), LayerNorm (integer, exact isqrt).
 Layout ops (flatten, reshape, permute, ...) become layout nodes; positive `scale` nodes only change metadata.
 """
 
@@ -19,20 +19,23 @@ from torch import fx
 
 from nnchip.core.capture import module_path_and_type
 from nnchip.core.errors import ConversionError, UnsupportedError
-from nnchip.core.int_nonlinear import exp_shift_x0
+from nnchip.core.int_nonlinear import SHIFT_GELU_SIGMA_BITS, exp_shift_x0, shift_gelu_x0, softmax_exp_table
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
-from nnchip.core.intspec import IntSpec
-from nnchip.core.op_kinds import CLAMP_KINDS, LAYOUT_KINDS, scale_factor
+from nnchip.core.intspec import Encoding, IntSpec
+from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
+from nnchip.lower.vq_lut import emit_vq_lut
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
 
 LUT_MAX_INPUT_BITS = 10
+SOFTMAX_TABLE_MAX_ENTRIES = 4096
 
 
 class _Lowerer:
     def __init__(self, qmodel: QModel, acc_bits: int, mult_bits: int, add_frac_bits: int) -> None:
         self.gm = qmodel.gm
+        self.config = qmodel.config
         self.acc_bits, self.mult_bits, self.add_frac_bits = acc_bits, mult_bits, add_frac_bits
         self.tensors: dict[str, IntTensor] = {}
         self.nodes: list[IntNode] = []
@@ -106,7 +109,7 @@ class _Lowerer:
                                    "is not lowered yet; use a uniform activation quantizer")
         name = node.name
         out = IntTensor(name, tuple(node.meta.get("nnchip_shape") or ()), grid.spec,
-                        int(quantizer.get_zero_point()), float(quantizer.get_scale()))
+                        int(quantizer.get_zero_point().detach()), float(quantizer.get_scale().detach()))
         self.tensors[name] = out
         self.tensor_of[node] = name
         source = node.args[0]
@@ -130,7 +133,7 @@ class _Lowerer:
         if source in self.tensor_of:  # a quantized tensor re-quantized (e.g. through layout ops)
             self.emit_requant(name, self.tensors[self.tensor_of[source]], out, lo, hi, source)
             return
-        emitter = getattr(self, f"emit_{kind}", None)
+        emitter = self.emit_elementwise if kind in ELEMENTWISE_KINDS else getattr(self, f"emit_{kind}", None)
         if emitter is None:
             raise UnsupportedError(f"{self.where(source)}: op kind {kind!r} is not supported by the integer lowering")
         emitter(name, source, out, lo, hi)
@@ -175,12 +178,20 @@ class _Lowerer:
                                  "acc_bits": acc_bits, "declared_acc_bits": self.acc_bits, "rounding": "half_up",
                                  "weight_encoding": str(wq.grid.encoding), "weight_bits": wq.grid.storage_bits,
                                  "source": self.where(node)}
+        if wq.grid.encoding == Encoding.ESB:
+            attrs["weight_mantissa_bits"] = int(wq.mantissa_bits)
+        if wq.grid.encoding == Encoding.ROW_MIXED:  # one format per output row: which one, and what they are
+            params["row_format"] = wq.row_format.detach().to(torch.int64).numpy()
+            attrs["row_formats"] = wq.format_descriptions()
         if op == "conv2d":
             attrs.update(stride=list(layer.stride), padding=list(layer.padding), dilation=list(layer.dilation),
                          groups=layer.groups, pad_value=x.zero_point)
             if layer.padding_mode != "zeros":
                 raise UnsupportedError(f"{self.where(node)}: padding_mode {layer.padding_mode!r}")
         self.nodes.append(IntNode(name, op, [x.name], name, params, attrs))
+
+    def emit_vq_lut(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
+        emit_vq_lut(self, name, node, out, lo, hi)  # two nodes: vq_encode -> lut_gemm (lower/vq_lut.py)
 
     def emit_add(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         a, b = (self.input_tensor(arg, node) for arg in node.args[:2])
@@ -268,24 +279,51 @@ class _Lowerer:
             raise ConversionError(f"{self.where(node)}: softmax output must be unsigned, zero point 0, scale 2^-(b-1)")
         if 1.0 / x.scale >= 2**16:
             raise ConversionError(f"{self.where(node)}: softmax input scale {x.scale:.3g} too fine (1/S >= 2^16)")
-        self.nodes.append(IntNode(name, "softmax", [x.name], name, {},
-                                  {"dim": int(dim) if dim is not None else -1, "x0": exp_shift_x0(x.scale), "n": 15,
-                                   "out_bits": out_bits, "mode": "shiftmax", "source": self.where(node)}))
+        impl = self.config.softmax_impl
+        attrs = {"dim": int(dim) if dim is not None else -1, "out_bits": out_bits, "mode": impl,
+                 "source": self.where(node)}
+        params: dict[str, np.ndarray] = {}
+        if impl == "table":
+            table = softmax_exp_table(x.scale, x.spec.qmax - x.spec.qmin)
+            if table.numel() > SOFTMAX_TABLE_MAX_ENTRIES:
+                raise ConversionError(f"{self.where(node)}: softmax exp table needs {table.numel()} entries (more than "
+                                      f"{SOFTMAX_TABLE_MAX_ENTRIES}); quantize its input to fewer bits or use "
+                                      "softmax_impl 'shiftmax'")
+            params["table"] = table.numpy()
+        else:
+            attrs.update(x0=exp_shift_x0(x.scale), n=15)
+        self.nodes.append(IntNode(name, "softmax", [x.name], name, params, attrs))
 
-    def emit_gelu(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
+    def emit_elementwise(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         x = self.input_tensor(node.args[0], node)
+        kind = node.meta["nnchip_kind"]
+        if kind == "gelu" and self.config.gelu_impl == "shiftgelu":
+            params = self.requant_params(np.array([x.scale * 2.0 ** (1 - SHIFT_GELU_SIGMA_BITS) / out.scale]),
+                                         self.where(node))
+            self.nodes.append(IntNode(name, "shift_gelu", [x.name], name, params,
+                                      {"in_zero_point": x.zero_point, "x0": shift_gelu_x0(x.scale), "n": 23,
+                                       "sigma_bits": SHIFT_GELU_SIGMA_BITS, "out_zero_point": out.zero_point,
+                                       "lo": lo, "hi": hi, "rounding": "half_up", "source": self.where(node)}))
+            return
         if x.spec.bits > LUT_MAX_INPUT_BITS:
-            raise ConversionError(f"{self.where(node)}: GELU table needs an input of at most {LUT_MAX_INPUT_BITS} bits")
+            raise ConversionError(f"{self.where(node)}: the {kind} table needs an input of at most "
+                                  f"{LUT_MAX_INPUT_BITS} bits")
+        function = elementwise_function(kind, self.module(node) if node.op == "call_module" else None)
         codes = torch.arange(x.spec.qmin, x.spec.qmax + 1, dtype=torch.float64)
-        real = F.gelu((codes - x.zero_point) * x.scale)
+        real = function((codes - x.zero_point) * x.scale)
         table = torch.clamp(torch.round(real / out.scale) + out.zero_point, lo, hi).to(torch.int64)
         self.nodes.append(IntNode(name, "lut", [x.name], name, {"table": table.numpy()},
-                                  {"in_qmin": x.spec.qmin, "function": "gelu", "source": self.where(node)}))
+                                  {"in_qmin": x.spec.qmin, "function": kind, "source": self.where(node)}))
 
     def emit_layernorm(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         x = self.input_tensor(node.args[0], node)
         module = self.module(node)
         channels = x.shape[-1]
+        span = x.spec.qmax - x.spec.qmin
+        if getattr(module, "sqrt_mode", "exact") == "exact" and channels**3 * span**2 >= 2**62:
+            raise ConversionError(f"{self.where(node)}: integer LayerNorm over {channels} channels of "
+                                  f"{x.spec.bits}-bit inputs: the sum of squares C^3·range^2 reaches 2^62; "
+                                  "quantize its input to fewer bits")
         gamma = module.weight.detach().double() if module.weight is not None else torch.ones(channels).double()
         beta = module.bias.detach().double() if module.bias is not None else torch.zeros(channels).double()
         unit = math.sqrt(channels) / 2**30  # real value of one unit of the normalised integer z
@@ -341,7 +379,7 @@ def _encode_arg(value: object, tensor_of: dict[fx.Node, str]) -> object:
     return value
 
 
-def lower(qmodel: QModel, *, acc_bits: int = 32, mult_bits: int = 32, add_frac_bits: int = 8) -> IntGraph:
+def lower(qmodel: QModel, *, acc_bits: int = 32, mult_bits: int = 32, add_frac_bits: int = 16) -> IntGraph:
     """Lower a calibrated/trained QModel to an IntGraph (see the module docstring)."""
     if qmodel.config.keep_float:
         kept = ", ".join(qmodel.config.keep_float)

@@ -19,13 +19,31 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 
 from nnchip.core.errors import UnsupportedError
-from nnchip.core.int_nonlinear import exp_shift_x0, int_layernorm_core, shiftmax
+from nnchip.core.int_nonlinear import (
+    SHIFT_GELU_SIGMA_BITS,
+    exp_shift_x0,
+    int_layernorm_core,
+    shift_gelu,
+    shift_gelu_x0,
+    shiftmax,
+    softmax_exp_table,
+    table_softmax,
+)
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers, requantize, round_shift, saturate
-from nnchip.core.op_kinds import CLAMP_KINDS, LAYOUT_KINDS, scale_factor
+from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
+from nnchip.vq.integer import (
+    encode_int,
+    gather_accumulate,
+    im2col_rows,
+    integer_bias,
+    integer_codebooks,
+    integer_tables,
+)
+from nnchip.vq.layer import LUTLayer
 
-ADD_FRAC_BITS = 8
+ADD_FRAC_BITS = 16  # alignment precision of residual adds (the lowering's default add_frac_bits)
 
 
 @dataclass
@@ -55,6 +73,8 @@ def _requant_to(acc: Tensor, real: Tensor | float, out: _Q, lo: int, hi: int, ax
 class _Deployer:
     def __init__(self, qmodel: QModel) -> None:
         self.gm = qmodel.gm
+        self.softmax_impl = qmodel.config.softmax_impl
+        self.gelu_impl = qmodel.config.gelu_impl
         self.env: dict[fx.Node, Any] = {}
 
     def module(self, node: fx.Node) -> Any:
@@ -105,7 +125,7 @@ class _Deployer:
 
     def quantizer_output(self, node: fx.Node, x_int: Tensor) -> _Q:
         quantizer: Quantizer = self.module(node)
-        out = _Q(torch.empty(0), float(quantizer.get_scale()), int(quantizer.get_zero_point()))
+        out = _Q(torch.empty(0), float(quantizer.get_scale().detach()), int(quantizer.get_zero_point().detach()))
         spec = quantizer.grid.spec
         source, clamps = node.args[0], []
         while isinstance(source, fx.Node) and source.meta.get("nnchip_kind") in CLAMP_KINDS:
@@ -124,7 +144,7 @@ class _Deployer:
             x = self.env[source]
             out.data = _requant_to(x.data, x.scale / out.scale, out, lo, hi, in_zp=x.zero_point)
         else:
-            compute = getattr(self, f"op_{kind}", None)
+            compute = self.op_elementwise if kind in ELEMENTWISE_KINDS else getattr(self, f"op_{kind}", None)
             if compute is None:
                 raise UnsupportedError(f"deploy forward: op kind {kind!r} at {source.name} is not supported")
             out.data = compute(source, out, lo, hi)
@@ -167,6 +187,18 @@ class _Deployer:
 
     def op_linear(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
         return self._layer(node, out, lo, hi, conv=False)
+
+    def op_vq_lut(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
+        acc, real = deploy_lut(self.module(node), self.arg(node), self.input_grid(node))  # nnchip/vq/integer.py
+        return _requant_to(acc, real / out.scale, out, lo, hi, axis=1 if acc.dim() == 4 else acc.dim() - 1)
+
+    def input_grid(self, node: fx.Node) -> tuple[int, int]:
+        """(qmin, qmax) of the quantizer whose integers reach `node`'s first input through layout ops."""
+        source = node.args[0]
+        while isinstance(source, fx.Node) and source.meta.get("nnchip_kind") != "quantize":
+            source = next(a for a in source.args if isinstance(a, fx.Node))
+        spec = self.module(source).grid.spec
+        return spec.qmin, spec.qmax
 
     def op_add(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
         a, b = self.arg(node, 0), self.arg(node, 1)
@@ -218,11 +250,26 @@ class _Deployer:
         dim = getattr(self.module(node), "dim", -1) if node.op == "call_module" else node.kwargs.get(
             "dim", node.args[1] if len(node.args) > 1 else -1)
         bits = int(round(-math.log2(out.scale))) + 1
+        if self.softmax_impl == "table":
+            spec = self.source_quantizer(node.args[0]).grid.spec
+            table = softmax_exp_table(x.scale, spec.qmax - spec.qmin)
+            return table_softmax(x.data, table, out_bits=bits, dim=int(dim))
         return shiftmax(x.data, exp_shift_x0(x.scale), out_bits=bits, dim=int(dim))
 
-    def op_gelu(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
-        x = self.arg(node)
-        real = F.gelu((x.data - x.zero_point).double() * x.scale)  # the table entry for each input code
+    def source_quantizer(self, node: fx.Node) -> Quantizer:
+        """The quantizer whose integers reach `node` through value-preserving ops."""
+        while node.meta.get("nnchip_kind") != "quantize":
+            node = next(a for a in node.args if isinstance(a, fx.Node))
+        return self.module(node)
+
+    def op_elementwise(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
+        x, kind = self.arg(node), node.meta["nnchip_kind"]
+        centred = x.data - x.zero_point
+        if kind == "gelu" and self.gelu_impl == "shiftgelu":
+            y = shift_gelu(centred, shift_gelu_x0(x.scale), out_bits=SHIFT_GELU_SIGMA_BITS)
+            return _requant_to(y, x.scale * 2.0 ** (1 - SHIFT_GELU_SIGMA_BITS) / out.scale, out, lo, hi)
+        function = elementwise_function(kind, self.module(node) if node.op == "call_module" else None)
+        real = function(centred.double() * x.scale)  # the table entry for each input code
         return torch.clamp(torch.round(real / out.scale) + out.zero_point, lo, hi).to(torch.int64)
 
     def op_layernorm(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
@@ -236,6 +283,18 @@ class _Deployer:
         sign = torch.where(gamma < 0, -1, 1)
         z = sign * (z + torch.round(beta / (gamma * unit)).to(torch.int64))
         return _requant_to(z, gamma.abs() * unit / out.scale, out, lo, hi, axis=z.dim() - 1)
+
+
+def deploy_lut(layer: LUTLayer, x: _Q, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """A LUT layer on integers: (accumulator (..., M) or (B, M, OH, OW), real scale s_T of one unit (M,))."""
+    codebook = integer_codebooks(layer.codebooks, x.scale, x.zero_point, *grid)  # (C, K, v)
+    tables, scales = integer_tables(layer.flat_weight(), layer.codebooks, layer.table_bits, layer.table_granularity)
+    data = x.data
+    if layer.is_conv:  # (B, OH, OW, D), padded with the zero point (real 0)
+        data = im2col_rows(data.double(), layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+                           x.zero_point).to(torch.int64)
+    acc = gather_accumulate(encode_int(data, codebook, layer.metric), tables) + integer_bias(layer.bias, scales)
+    return (acc.permute(0, 3, 1, 2) if layer.is_conv else acc), scales
 
 
 def deploy_forward(qmodel: QModel, x_int: Tensor) -> dict[str, Tensor]:

@@ -3,8 +3,9 @@
 Each module reads its input's integer values from the quantizer that produced them (and any positive
 `scale` nodes in between), runs the contract's integer operator (`nnchip.core.int_nonlinear`) and returns
 real values, with the float function's gradient (straight-through), so QAT trains against exactly the
-arithmetic that the integer model performs. GELU needs no module: the contract's default GELU is a table
-T[q] = round(gelu(S·(q − z)) / S_out) + z_out, which is exactly float GELU followed by the output quantizer.
+arithmetic that the integer model performs. The default GELU needs no module: its contract form is a table
+T[q] = round(gelu(S·(q − z)) / S_out) + z_out, which is exactly float GELU followed by the output quantizer;
+ShiftGELU (gelu_impl = "shiftgelu") has one.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from torch import Tensor, fx, nn
 
 from nnchip.core.errors import ConfigError
 from nnchip.core.int_nonlinear import (
+    SHIFT_GELU_SIGMA_BITS,
     exp_shift_x0,
     int_layernorm_core,
     layernorm_output_scale,
+    shift_gelu,
+    shift_gelu_x0,
     shiftmax,
+    softmax_exp_table,
+    table_softmax,
 )
 from nnchip.core.op_kinds import LAYOUT_KINDS, scale_factor
 from nnchip.quant.base import Quantizer
@@ -36,6 +42,11 @@ class _IntegerInput(nn.Module):
         if source.get_scale().numel() != 1:
             raise ConfigError("nonlinear 'integer' needs a per-tensor scale on the input of softmax/GELU/LayerNorm")
 
+    def active(self) -> bool:
+        """False while the source quantizer calibrates or is disabled: the float function runs instead."""
+        source = self._source
+        return source.enabled and not source.calibrating and bool(source.initialized)
+
     def input_scale(self) -> float:
         return float(self._source.get_scale().detach()) * self.factor
 
@@ -48,15 +59,37 @@ class _IntegerInput(nn.Module):
 class IntegerSoftmax(_IntegerInput):
     nnchip_kind = "softmax"
 
-    def __init__(self, source: Quantizer, factor: float, dim: int, out_bits: int) -> None:
+    def __init__(self, source: Quantizer, factor: float, dim: int, out_bits: int, impl: str = "table") -> None:
         super().__init__(source, factor)
-        self.dim, self.out_bits = dim, out_bits
+        self.dim, self.out_bits, self.impl = dim, out_bits, impl
 
     def forward(self, x: Tensor) -> Tensor:
-        q, scale = self.integers(x)
-        y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim).to(x.dtype)
-        y = y * 2.0 ** (1 - self.out_bits)
         reference = torch.softmax(x, dim=self.dim)
+        if not self.active():
+            return reference
+        q, scale = self.integers(x)
+        if self.impl == "table":
+            spec = self._source.grid.spec
+            table = softmax_exp_table(scale, spec.qmax - spec.qmin)
+            y = table_softmax(q, table, out_bits=self.out_bits, dim=self.dim).to(x.dtype)
+        else:
+            y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim).to(x.dtype)
+        y = y * 2.0 ** (1 - self.out_bits)
+        return reference + (y - reference).detach()
+
+
+class IntegerGELU(_IntegerInput):
+    """ShiftGELU (QuantConfig.gelu_impl = "shiftgelu"): y = x·σ(1.702x) in integers, σ on a 2^-15 grid."""
+
+    nnchip_kind = "gelu"
+
+    def forward(self, x: Tensor) -> Tensor:
+        reference = F.gelu(x)
+        if not self.active():
+            return reference
+        q, scale = self.integers(x)
+        y = shift_gelu(q, shift_gelu_x0(scale), out_bits=SHIFT_GELU_SIGMA_BITS).to(x.dtype)
+        y = y * (scale * 2.0 ** (1 - SHIFT_GELU_SIGMA_BITS))
         return reference + (y - reference).detach()
 
 
@@ -79,11 +112,14 @@ class IntegerLayerNorm(nn.LayerNorm):
         self.sqrt_mode = sqrt_mode
 
     def forward(self, x: Tensor) -> Tensor:
-        q, _ = self.input.integers(x)
-        normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
-        normalised = normalised * layernorm_output_scale(x.shape[-1])
         reference = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
-        out = reference + (normalised - reference).detach()
+        if self.input.active():
+            q, _ = self.input.integers(x)
+            normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
+            normalised = normalised * layernorm_output_scale(x.shape[-1])
+            out = reference + (normalised - reference).detach()
+        else:
+            out = reference
         if self.weight is not None:
             out = out * self.weight
         return out + self.bias if self.bias is not None else out
@@ -102,11 +138,13 @@ def _quantized_source(gm: fx.GraphModule, node: fx.Node) -> tuple[Quantizer, flo
         current = next(a for a in current.args if isinstance(a, fx.Node))
 
 
-def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int) -> None:
-    """Replace softmax and LayerNorm nodes by their integer-arithmetic modules (in place)."""
+def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int, softmax_impl: str = "table",
+                          gelu_impl: str = "table") -> None:
+    """Replace softmax and LayerNorm nodes (and GELU for ShiftGELU) by their integer-arithmetic modules."""
+    kinds = ("softmax", "layernorm", "gelu") if gelu_impl == "shiftgelu" else ("softmax", "layernorm")
     for node in list(gm.graph.nodes):
         kind = node.meta.get("nnchip_kind")
-        if kind not in ("softmax", "layernorm"):
+        if kind not in kinds:
             continue
         source, factor = _quantized_source(gm, node.args[0])
         module: nn.Module
@@ -114,7 +152,9 @@ def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int) -> None:
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             if node.op == "call_module":
                 dim = gm.get_submodule(str(node.target)).dim
-            module = IntegerSoftmax(source, factor, int(dim if dim is not None else -1), softmax_bits)
+            module = IntegerSoftmax(source, factor, int(dim if dim is not None else -1), softmax_bits, softmax_impl)
+        elif kind == "gelu":
+            module = IntegerGELU(source, factor)
         else:
             if node.op != "call_module":
                 raise ConfigError(f"nonlinear 'integer': functional layer_norm at {node.name} is not supported")

@@ -24,15 +24,16 @@ from nnchip.core.errors import ConfigError, UnsupportedError
 from nnchip.core.fold_batchnorm import fold_batchnorm
 from nnchip.core.op_kinds import ELEMENTWISE_KINDS, LAYOUT_KINDS
 from nnchip.quant.base import Quantizer
-from nnchip.quant.modules import QConv2d, QLinear
+from nnchip.quant.modules import Q_LAYER_TYPES, QConv2d, QLinear
 from nnchip.quant.nonlinear import use_integer_nonlinear
 from nnchip.quant.registry import QUANTIZERS
 from nnchip.quant.spec import QuantConfig, QuantSpec
 
 LAYER_KINDS = ("conv2d", "linear")
+LUT_KINDS = ("vq_lut",)  # nnchip.vq LUT layers: kept as they are, their input quantized like a layer's
 NEEDS_QUANTIZED_INPUT = frozenset(
     {"conv2d", "linear", "matmul", "add", "mul", "cat", "mean", "avgpool2d", "adaptive_avgpool2d", "batchnorm",
-     "layernorm", "softmax", "output"} | ELEMENTWISE_KINDS
+     "layernorm", "softmax", "output"} | ELEMENTWISE_KINDS | set(LUT_KINDS)
 )
 # Clamps (CLAMP_KINDS: relu, relu6, hardtanh) are not value-preserving: the quantizer goes after them.
 VALUE_PRESERVING = LAYOUT_KINDS | {"maxpool2d", "scale"}
@@ -87,8 +88,9 @@ def quantize(model: nn.Module, config: QuantConfig, *, example_inputs: Tensor | 
     for producer, users in consumers.items():
         spec = _act_spec(config, producer, users, edge_nodes, overrides)
         _insert_quantizer(gm, producer, _make_act_quantizer(spec, producer))
+    _link_input_quantizers(gm)
     if config.nonlinear == "integer":
-        use_integer_nonlinear(gm, config.softmax_bits)
+        use_integer_nonlinear(gm, config.softmax_bits, config.softmax_impl, config.gelu_impl)
     gm.graph.lint()
     gm.recompile()
     qmodel = QModel(gm, config, inputs)
@@ -104,13 +106,17 @@ def _check_paths(gm: fx.GraphModule, config: QuantConfig) -> None:
                 raise ConfigError(f"{where}: no layer at path {path!r} in the captured model")
 
 
+# value-set formats with a fixed bit-width range: the 8-bit first/last layers use plain fixed point instead
+EDGE_FALLBACK_QUANTIZERS = ("binary", "ternary", "pot", "row_mixed")
+
+
 def _weight_spec(config: QuantConfig, node: fx.Node, edges: set[fx.Node], overrides: dict) -> QuantSpec:
     override = overrides.get(str(node.target))
     if override is not None and override.weight is not None:
         return override.weight
     if node in edges and config.first_last_bits is not None and config.weight.bits < config.first_last_bits:
         spec = config.weight
-        quantizer = spec.quantizer if spec.quantizer not in ("binary", "ternary", "pot") else "minmax"
+        quantizer = spec.quantizer if spec.quantizer not in EDGE_FALLBACK_QUANTIZERS else "minmax"
         return replace(spec, bits=config.first_last_bits, quantizer=quantizer, narrow=True, options=())
     return config.weight
 
@@ -176,7 +182,7 @@ def _act_spec(config: QuantConfig, producer: fx.Node, users: list[fx.Node], edge
         if override is not None and override.act is not None:
             spec = override.act
             bits = max(bits, override.act.bits)
-        elif kind in LAYER_KINDS:
+        elif kind in LAYER_KINDS or kind in LUT_KINDS:
             bits = max(bits, config.first_last_bits if user in edges and config.first_last_bits else config.act.bits)
         elif kind == "matmul":
             bits = max(bits, config.act.bits)
@@ -214,6 +220,19 @@ def _insert_quantizer(gm: fx.GraphModule, producer: fx.Node, quantizer: Quantize
     qnode.meta.update(nnchip_kind="quantize", nnchip_shape=producer.meta.get("nnchip_shape"))
     qnode.meta["nn_module_stack"] = producer.meta.get("nn_module_stack", {})
     return qnode
+
+
+def _link_input_quantizers(gm: fx.GraphModule) -> None:
+    """Tell each Q-layer which activation quantizer its input comes from (through layout ops and max
+    pooling, which keep the scale), so its bias can live on the integer accumulator grid."""
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(layer := gm.get_submodule(str(node.target)), Q_LAYER_TYPES):
+            continue
+        source = node.args[0]
+        while isinstance(source, fx.Node) and source.meta.get("nnchip_kind") in LAYOUT_KINDS | {"maxpool2d"}:
+            source = source.args[0]
+        if isinstance(source, fx.Node) and source.meta.get("nnchip_kind") == "quantize":
+            layer.link_input_quantizer(gm.get_submodule(str(source.target)))
 
 
 def _unique_name(gm: fx.GraphModule, base: str) -> str:

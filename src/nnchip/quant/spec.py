@@ -103,6 +103,10 @@ class LayerOverride:
         )
 
 
+SOFTMAX_IMPLS = ("table", "shiftmax")
+GELU_IMPLS = ("table", "shiftgelu")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """What `quantize(model, config)` does.
@@ -113,9 +117,13 @@ class QuantConfig:
     first_last_bits   weight and input bits of the first and last conv/linear layers (None: same as the rest)
     softmax_bits      softmax output: unsigned, zero point 0, fixed scale 2^-(softmax_bits-1)
     output_bits       bits of the model output (logits)
-    nonlinear         "float" (default): float softmax/LayerNorm on quantized inputs;
-                      "integer": softmax and LayerNorm run the integer operators that the lowering uses
-                      (Shiftmax, integer LayerNorm), so QAT and `acc` see the deployed arithmetic
+    nonlinear         "integer" (default): softmax and LayerNorm run the integer operators that the lowering
+                      uses, with straight-through gradients, so QAT and `acc` see the deployed arithmetic;
+                      "float": float softmax/LayerNorm on quantized inputs (the integer model then differs)
+    softmax_impl      integer softmax: "table" (default; exp table, within 2^-16 of float softmax) or
+                      "shiftmax" (I-ViT's shift-and-add exp, no table)
+    gelu_impl         integer GELU: "table" (default; T[q] = round(gelu(S·(q − z))/S_out) + z_out, exact) or
+                      "shiftgelu" (I-ViT's x·σ(1.702x) with shift-and-add exponentials, no table)
     keep_float        module paths explicitly kept in float (such a model cannot be lowered to integers)
     overrides         per-layer specs (mixed precision)
     """
@@ -126,7 +134,9 @@ class QuantConfig:
     first_last_bits: int | None = 8
     softmax_bits: int = 8
     output_bits: int = 16
-    nonlinear: str = "float"
+    nonlinear: str = "integer"
+    softmax_impl: str = "table"
+    gelu_impl: str = "table"
     keep_float: tuple[str, ...] = ()
     overrides: tuple[LayerOverride, ...] = ()
 
@@ -143,6 +153,10 @@ class QuantConfig:
             raise ConfigError(f"first_last_bits must be None or in 1..{MAX_BITS}, got {self.first_last_bits!r}")
         if self.nonlinear not in ("float", "integer"):
             raise ConfigError(f"nonlinear must be 'float' or 'integer', got {self.nonlinear!r}")
+        if self.softmax_impl not in SOFTMAX_IMPLS:
+            raise ConfigError(f"softmax_impl must be one of {', '.join(SOFTMAX_IMPLS)}, got {self.softmax_impl!r}")
+        if self.gelu_impl not in GELU_IMPLS:
+            raise ConfigError(f"gelu_impl must be one of {', '.join(GELU_IMPLS)}, got {self.gelu_impl!r}")
         if self.weight.granularity == "token":
             raise ConfigError("weight.granularity 'token' is for activations; use 'tensor', 'channel' or 'group'")
         if self.act.granularity in ("channel", "group"):

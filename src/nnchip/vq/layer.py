@@ -1,0 +1,157 @@
+"""LUTLayer: a Linear or Conv2d computed as nearest-centroid search plus a sum of table rows.
+
+Rows x (N, D) (conv: im2col, channel-major (c, i, j)) are split into C = D / v sub-vectors; codebook c holds
+K centroids P[c] (K, v); T[c] = P[c] · W[:, c·v:(c+1)·v]ᵀ (K, M). The forward pass:
+    idx[n, c] = argmin_k dist(x[n, c], P[c, k])           (ties: lowest k)
+    y[n]      = Σ_c T[c, idx[n, c]] + b  =  x̂[n] · Wᵀ + b,   x̂ = the nearest centroids, concatenated
+Training modes (`mode`, in train mode only; eval always runs the hard forward):
+    "reconstruct"  value x̂·Wᵀ + b, gradient of x·Wᵀ + b; stores `lut_loss` = ‖x̂·Wᵀ − sg(x·Wᵀ)‖² / ‖x·Wᵀ‖²
+                   (trains the centroids to reconstruct the layer's output; W and b are frozen by the trainer)
+    "joint"        value of the hard assignment, gradient of the soft one: a = softmax_k(−dist / τ),
+                   x̃ = Σ_k a_k P_k, y = x̃·Wᵀ + b + sg(hard − soft); τ = exp(log_tau) is learned
+With `quantize_tables` the forward value is the integer-table result Σ_c s_T·T_int[c, idx] + b
+(straight-through: gradients as without table quantization).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nnchip.vq.integer import float_tables, quantize_tables, table_scales
+from nnchip.vq.metrics import METRICS, nearest_index
+
+MODES = ("hard", "reconstruct", "joint")
+
+
+class LUTLayer(nn.Module):
+    """A LUT version of `layer` (nn.Linear or nn.Conv2d with groups = 1); a graph leaf of kind "vq_lut"."""
+
+    nnchip_leaf = True
+    nnchip_kind = "vq_lut"
+
+    def __init__(self, layer: nn.Linear | nn.Conv2d, *, v: int, k: int, metric: str, table_bits: int = 8,
+                 table_granularity: str = "channel") -> None:
+        super().__init__()
+        self.is_conv = isinstance(layer, nn.Conv2d)
+        weight = layer.weight.detach().clone()
+        self.out_features = weight.shape[0]
+        self.in_features = int(math.prod(weight.shape[1:]))  # D
+        if self.is_conv:
+            conv: nn.Conv2d = layer  # type: ignore[assignment]
+            self.kernel_size = tuple(conv.kernel_size)
+            self.stride = tuple(conv.stride)
+            self.padding = tuple(conv.padding)  # type: ignore[arg-type]
+            self.dilation = tuple(conv.dilation)
+        self.weight = nn.Parameter(weight)  # (M, D) or (M, C_in, k_h, k_w)
+        self.bias = nn.Parameter(layer.bias.detach().clone()) if layer.bias is not None else None
+        self.v, self.k, self.metric = v, k, metric
+        self.table_bits, self.table_granularity = table_bits, table_granularity
+        self.codebooks = nn.Parameter(torch.zeros(self.in_features // v, k, v))  # (C, K, v)
+        self.log_tau = nn.Parameter(torch.zeros(()))
+        self.mode = "hard"
+        self.quantize_tables = False
+        self.lut_loss: Tensor | None = None
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.codebooks.shape[0]
+
+    def extra_repr(self) -> str:
+        kind = "conv2d" if self.is_conv else "linear"
+        return (f"{kind}, D={self.in_features}, M={self.out_features}, v={self.v}, K={self.k}, metric={self.metric}, "
+                f"table_bits={self.table_bits}")
+
+    # ---- views ---------------------------------------------------------------------------------------
+    def rows(self, x: Tensor) -> Tensor:
+        """Input -> rows (N, D): linear (..., D); conv (B, C_in, H, W) -> im2col (B·OH·OW, D)."""
+        if not self.is_conv:
+            return x.reshape(-1, self.in_features)
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, D, L)
+        return cols.transpose(1, 2).reshape(-1, self.in_features)
+
+    def unrows(self, y: Tensor, x: Tensor) -> Tensor:
+        """Rows (N, M) -> output shape: linear (..., M); conv (B, M, OH, OW)."""
+        if not self.is_conv:
+            return y.reshape(*x.shape[:-1], self.out_features)
+        b, _, h, w = x.shape
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        return y.reshape(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
+
+    def groups(self, rows: Tensor) -> Tensor:
+        """Rows (N, D) -> sub-vectors (C, N, v)."""
+        return rows.reshape(rows.shape[0], self.num_codebooks, self.v).transpose(0, 1)
+
+    def flat_weight(self) -> Tensor:
+        return self.weight.reshape(self.out_features, self.in_features)  # (M, D)
+
+    def tables(self) -> Tensor:
+        """Float tables (C, K, M), built from the current centroids and weights (differentiable)."""
+        return float_tables(self.flat_weight(), self.codebooks)
+
+    def dequantized_tables(self) -> Tensor:
+        """s_T · T_int (C, K, M): the values the integer tables stand for."""
+        tables = self.tables()
+        scales = table_scales(tables, self.table_bits, self.table_granularity)
+        return quantize_tables(tables, scales, self.table_bits) * scales
+
+    # ---- forward -------------------------------------------------------------------------------------
+    def encode(self, groups: Tensor) -> tuple[Tensor, Tensor]:
+        """Sub-vectors (C, N, v) -> (distances (C, N, K), nearest indices (C, N))."""
+        distances = METRICS.get(self.metric).distance(groups, self.codebooks)
+        return distances, nearest_index(distances)
+
+    def nearest(self, index: Tensor) -> Tensor:
+        """Nearest centroids (C, N, v) of indices (C, N); differentiable with respect to the codebooks."""
+        return torch.gather(self.codebooks, 1, index.unsqueeze(-1).expand(-1, -1, self.v))
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = self.rows(x)  # (N, D)
+        n = rows.shape[0]
+        groups = self.groups(rows)  # (C, N, v)
+        distances, index = self.encode(groups)
+        weight = self.flat_weight()
+        x_hard = self.nearest(index).transpose(0, 1).reshape(n, self.in_features)  # (N, D)
+        mode = self.mode if self.training else "hard"
+        if mode == "reconstruct":
+            exact = F.linear(rows, weight, self.bias)
+            target = exact.detach()
+            hard = F.linear(x_hard, weight.detach(), None if self.bias is None else self.bias.detach())
+            self.lut_loss = (hard - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
+            y = exact + (hard - exact).detach()
+        elif mode == "joint":
+            weights = torch.softmax(-distances / self.log_tau.exp(), dim=-1)  # (C, N, K)
+            x_soft = torch.bmm(weights, self.codebooks).transpose(0, 1).reshape(n, self.in_features)
+            soft = F.linear(x_soft, weight, self.bias)
+            with torch.no_grad():
+                hard = F.linear(x_hard, weight, self.bias)
+            y = soft + (hard - soft).detach()
+        else:
+            y = F.linear(x_hard, weight, self.bias)
+        if self.quantize_tables:
+            with torch.no_grad():
+                tables = self.dequantized_tables()  # (C, K, M)
+                flat = index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k  # (N, C)
+                y_int = F.embedding_bag(flat, tables.reshape(-1, self.out_features), mode="sum")  # (N, M)
+                if self.bias is not None:
+                    y_int = y_int + self.bias
+            y = y + (y_int - y).detach()
+        return self.unrows(y, x)
+
+
+def lut_layers(model: nn.Module) -> list[tuple[str, LUTLayer]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LUTLayer)]
+
+
+def set_mode(model: nn.Module, mode: str, *, quantize_tables: bool | None = None) -> None:
+    """Set every LUT layer's training mode (and, if given, table quantization)."""
+    if mode not in MODES:
+        raise ValueError(f"LUT mode must be one of {MODES}, got {mode!r}")
+    for _, layer in lut_layers(model):
+        layer.mode = mode
+        if quantize_tables is not None:
+            layer.quantize_tables = quantize_tables

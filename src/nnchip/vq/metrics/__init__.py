@@ -1,0 +1,47 @@
+"""Distance metrics of vector quantization, registered by name (one file each).
+
+A metric is a `Metric` object with two pure functions on sub-vectors:
+    distance(x, codebook)      float, differentiable: x (G, N, v), codebook (G, K, v) -> (G, N, K)
+    int_distance(x, codebook)  exact integers (int64): same shapes; the nearest centroid minimises it
+`int_distance` is monotone in `distance` on integer inputs (L2 drops the square root), so both pick the same
+centroid up to float rounding. Nearest-centroid ties are broken by the lowest index (`nearest_index`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nnchip.core.registry import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named distance: `distance` (float, differentiable) and `int_distance` (exact int64)."""
+
+    name: str
+    distance: Callable[[Tensor, Tensor], Tensor]
+    int_distance: Callable[[Tensor, Tensor], Tensor]
+
+
+METRICS: Registry[Metric] = Registry("vq metric")
+
+
+def nearest_index(distances: Tensor) -> Tensor:
+    """Index of the smallest distance along the last axis; ties go to the lowest index (torch's argmin rule)."""
+    return torch.argmin(distances, dim=-1)
+
+
+def int_bound(metric: str, v: int, span: int) -> int:
+    """Largest integer distance of two length-v sub-vectors whose elements differ by at most `span`."""
+    if metric == "l2":
+        return v * span * span
+    if metric == "l1":
+        return v * span
+    return span
+
+
+from nnchip.vq.metrics import chebyshev, l1, l2  # noqa: E402,F401  (explicit registration)

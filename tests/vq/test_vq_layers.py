@@ -1,0 +1,107 @@
+"""vq(): layer selection, LUT forward = table gather, integer distances and tie-breaking, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models_for_tests import TinyResNet, TransformerViT
+from torch import nn
+
+from nnchip.core.errors import ConfigError, NnchipError, UnsupportedError
+from nnchip.export.reader import _vq_encode
+from nnchip.lower.intgraph import IntNode
+from nnchip.lower.vq_ops import run_vq_encode
+from nnchip.models import build
+from nnchip.vq import METRICS, LUTLayer, VQConfig, VQTrainConfig, lut_layers, vq
+from nnchip.vq.integer import encode_int, gather_accumulate, integer_tables
+
+X = torch.randn(32, 1, 8, 8)
+
+
+def converted(model: nn.Module, **options: object) -> torch.fx.GraphModule:
+    return vq(model.eval(), VQConfig(**{"v": 4, "k": 8, **options}), example_inputs=X[:2], calibration=[X])
+
+
+def test_inner_layers_of_a_cnn_become_lut_layers_and_match_their_tables() -> None:
+    gm = converted(build("cnn_tiny", in_channels=1, image_size=8))
+    names = [name for name, _ in lut_layers(gm)]
+    assert names == ["conv2", "conv3"]  # first (conv1) and last (fc) stay exact
+    layer = dict(lut_layers(gm))["conv2"]
+    x = torch.randn(4, 16, 8, 8)
+    rows = layer.rows(x)  # (N, D)
+    _, index = layer.encode(layer.groups(rows))  # (C, N)
+    tables = layer.tables()  # (C, K, M)
+    gathered = tables[torch.arange(layer.num_codebooks)[:, None], index].sum(dim=0) + layer.bias  # (N, M)
+    torch.testing.assert_close(layer(x), layer.unrows(gathered, x), rtol=1e-4, atol=1e-4)
+
+
+def test_all_layers_and_explicit_choices() -> None:
+    vit = converted(TransformerViT(), layers="all", metric="chebyshev")
+    assert len(lut_layers(vit)) == 2 * 6 + 1 + 1  # q/k/v/out/linear1/linear2 per block, patch embed, head
+    resnet = converted(TinyResNet(in_channels=1), include=["layer1.0.conv1", "fc"], exclude=["fc"])
+    assert [name for name, _ in lut_layers(resnet)] == ["layer1.0.conv1"]
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "chebyshev"])
+def test_integer_distance_matches_float_distance(metric: str) -> None:
+    x = torch.randint(-20, 20, (3, 50, 4))
+    codebook = torch.randint(-20, 20, (3, 8, 4))
+    exact = METRICS.get(metric).int_distance(x, codebook)
+    real = METRICS.get(metric).distance(x.double(), codebook.double())
+    torch.testing.assert_close(exact.double(), real**2 if metric == "l2" else real)
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "chebyshev"])
+def test_ties_go_to_the_lowest_index_in_all_three_implementations(metric: str) -> None:
+    codebook = torch.tensor([[[4, 4], [0, 0], [2, 2], [0, 0]]])  # (C=1, K=4, v=2): centroids 1 and 3 coincide
+    rows = torch.tensor([[1, 1], [0, 0], [3, 3], [1, 0]])  # (N, D=2): ties between 1/2, 1/3, 0/2, 1/3
+    node = IntNode("i", "vq_encode", ["x"], "i", {"codebook": codebook.numpy()}, {"layer": "linear", "metric": metric})
+    deploy = encode_int(rows, codebook, metric)[:, 0]
+    interpreted = run_vq_encode(node, rows)[:, 0]
+    read = _vq_encode(rows.numpy(), codebook.numpy(), node.attrs)[:, 0]
+    assert torch.equal(deploy, interpreted) and np.array_equal(read, deploy.numpy())
+    assert deploy.tolist() == [1, 1, 0, 1]  # the same for every metric on these points
+
+
+def test_integer_tables_and_gather() -> None:
+    weight, codebooks = torch.randn(6, 8), torch.randn(2, 4, 4)
+    tables, scales = integer_tables(weight, codebooks, 8, "channel")
+    assert tables.abs().max() <= 127 and tables.shape == (2, 4, 6) and scales.shape == (6,)
+    index = torch.tensor([[3, 1], [0, 0]])
+    assert torch.equal(gather_accumulate(index, tables), torch.stack([tables[0, 3] + tables[1, 1],
+                                                                      tables[0, 0] + tables[1, 0]]))
+
+
+def test_bad_input_is_one_line() -> None:
+    model = build("cnn_tiny", in_channels=1, image_size=8)
+    with pytest.raises(ConfigError, match=r"vq.v = 5 does not divide the input width D = 144 of conv2"):
+        converted(model, v=5)
+    with pytest.raises(ConfigError, match="vq.k"):
+        VQConfig(k=1)
+    with pytest.raises(ConfigError, match="vq.metric: unknown vq metric 'cosine'"):
+        VQConfig(metric="cosine")
+    with pytest.raises(UnsupportedError, match=r"relu \(torch.nn.modules.activation.ReLU\) cannot become a LUT"):
+        converted(model, include=["relu"])
+    with pytest.raises(ConfigError, match="vq.include: no module at path 'nope'"):
+        converted(model, include=["nope"])
+    depthwise = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(64, 2))
+    with pytest.raises(UnsupportedError, match=r"^vq: 1 \(torch.nn.modules.conv.Conv2d\) has groups=4"):
+        converted(depthwise)
+    with pytest.raises(ConfigError, match="vq_train.joint_lr"):
+        VQTrainConfig(joint_lr=0)
+    for error in (ConfigError, UnsupportedError):
+        assert issubclass(error, NnchipError)
+
+
+def test_configs_round_trip() -> None:
+    config = VQConfig(v=8, k=32, metric="l1", include=("a",), table_bits=6)
+    assert VQConfig.from_dict(config.to_dict()) == config
+    train = VQTrainConfig(joint_epochs=3)
+    assert VQTrainConfig.from_dict(train.to_dict()) == train
+    with pytest.raises(ConfigError, match="unknown field"):
+        VQConfig.from_dict({"vv": 4})
+
+
+def test_lut_layer_is_a_capture_leaf() -> None:
+    assert LUTLayer.nnchip_leaf and LUTLayer.nnchip_kind == "vq_lut"
