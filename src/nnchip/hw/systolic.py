@@ -3,8 +3,13 @@
 Mapping (hardware reference §2.1): OS keeps partial sums (rows ← M, columns ← N, streamed T = K); WS keeps
 weights (rows ← K, columns ← N, T = M); IS keeps inputs (rows ← K, columns ← M, T = N).
     folds  = ceil(S_R / R) · ceil(S_C / C)
-    cycles = folds · (2R + C + T − 2)                  per GEMM, times `count` independent GEMMs
-    utilisation = MACs / (R · C · cycles)
+    cycles = folds · (2R + C + T − 2) − 1              WS and IS (R cycles to pre-load the stationary operand)
+    cycles = folds · (R + C + T − 2) − 1               OS (operands stream in from the first cycle)
+per GEMM, times `count` independent GEMMs; utilisation = MACs / (R · C · cycles).
+These are the "Total Cycles" column of SCALE-Sim 3.0.0's COMPUTE_REPORT.csv (CALC bandwidth mode, no stalls):
+its demand matrices hold, per fold, T rows of operands, a skew of R − 1 (C − 1) rows and, for WS/IS, R rows
+of stationary-operand fill; the run ends one cycle before the last row. Agreement is exact on the golden
+layers of tests/hw/scalesim_golden.json (benchmarks/bench_hw.py reruns SCALE-Sim).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ def gemm_cycles(m: np.ndarray | int, k: np.ndarray | int, n: np.ndarray | int, r
         raise ConfigError("GEMM and array sizes must be positive")
     s_r, s_c, t = {"os": (m, n, k), "ws": (k, n, m), "is": (k, m, n)}[dataflow]
     folds = -(-s_r // r) * -(-s_c // c)
-    return folds * (2 * r + c + t - 2)
+    fill = 0 if dataflow == "os" else r  # the stationary operand is pre-loaded row by row
+    return folds * (fill + r + c + t - 2) - 1
 
 
 def workload_cycles(workload: Workload, rows: np.ndarray | int, cols: np.ndarray | int, dataflow: str) -> np.ndarray:

@@ -9,6 +9,7 @@ float model (`workload_from_model`) — the two agree (tested), so a DeiT-B with
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -138,3 +139,24 @@ def workload_from_intgraph(graph: IntGraph) -> Workload:
             work = _linear_work(source, x.shape, weight.shape[0], batch, w_bits, x.spec.bits)
         layers.append(LayerWork(**{**work.__dict__, "weight_density": max(density, 1e-9)}))
     return Workload(tuple(layers))
+
+
+def zoo_workload(name: str, image_size: int | None = None) -> Workload:
+    """Shape-level workload of a zoo model at its default input size (batch 1, no weights needed)."""
+    from nnchip.models import MODELS, build
+
+    if name not in MODELS:
+        build(name)  # raises the zoo's one-line error listing the known models
+    defaults = {k: v.default for k, v in inspect.signature(MODELS[name]).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    size = image_size or int(defaults.get("image_size", 32))
+    if size <= 0:
+        raise ConfigError(f"image_size must be positive, got {size}")
+    options = {"image_size": size} if "image_size" in defaults else {}
+    shape = (1, int(defaults.get("in_channels", 3)), size, size)
+    try:  # on the meta device only shapes are computed: a DeiT-B is costed in ~2 s with no weights in memory
+        with torch.device("meta"):
+            return workload_from_model(build(name, **options).eval(), torch.zeros(shape))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: compute the shapes for real
+        with torch.no_grad():
+            return workload_from_model(build(name, **options).eval(), torch.zeros(shape))
