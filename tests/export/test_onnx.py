@@ -130,3 +130,30 @@ def test_importing_nnchip_and_exporting_npy_needs_no_onnx(tmp_path: Path) -> Non
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_layout_ops_with_batch_reshape_permute_unbind_and_slicing() -> None:
+    from nnchip.core.intspec import IntSpec
+    from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
+
+    spec = IntSpec(8)
+    shapes = {"x": (2, 6, 8), "r": (2, 6, 2, 4), "p": (2, 2, 4, 6), "u": (), "g0": (2, 4, 6), "g1": (2, 4, 6),
+              "a": (2, 4, 6), "s": (2, 4, 3), "o": (2, 12)}
+    tensors = {name: IntTensor(name, shape, spec, 0, 0.2 if name in ("a", "s", "o") else 0.1)  # add: y = (g0 + g1) / 2
+               for name, shape in shapes.items()}
+
+    def layout(name: str, source: str, fn: str, *args: object) -> IntNode:
+        return IntNode(name, "layout", [source], name, {}, {"fn": fn, "args": list(args), "kwargs": {}})
+
+    nodes = [layout("r", "x", "reshape", ["batch", 6, 2, 4]), layout("p", "r", "permute", [2, 0, 3, 1]),
+             layout("u", "p", "unbind", 0), layout("g0", "u", "getitem", 0), layout("g1", "u", "getitem", 1),
+             IntNode("a", "add", ["g0", "g1"], "a", {"multiplier": np.array([2**30, 2**30]),
+                                                     "shift": np.array([31, 31])},
+                     {"zero_points": [0, 0], "out_zero_point": 0, "frac_bits": 8, "lo": -128, "hi": 127}),
+             layout("s", "a", "getitem", [{"ellipsis": True}, {"slice": [1, None, 2]}]),
+             layout("o", "s", "flatten", 1)]
+    graph = IntGraph(tensors, nodes, ["x"], ["o"])
+    x_int = torch.randint(-128, 128, (5, 6, 8))
+    assert assert_every_tensor_exact(graph, x_int) == 7
+    qdq = _session(to_onnx_qdq(graph)).run(None, {"x": real_input(graph, x_int.numpy())})[0]
+    assert qdq.shape == (5, 12) and np.abs(qdq - run(graph, x_int).tensors["o"].numpy()).max() <= 1

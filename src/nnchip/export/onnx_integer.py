@@ -98,8 +98,9 @@ class _IntegerExporter:
                          hint)
 
     def requant(self, v: str, node: IntNode, m0: np.ndarray, n: np.ndarray, in_zp: int, out_zp: int,
-                lo: int, hi: int, output: str) -> str:
-        rounding = str(node.attrs.get("rounding", "half_up"))
+                lo: int, hi: int, output: str, rounding: str | None = None) -> str:
+        """sat(round_shift((v − in_zp)·M0, n) + out_zp, lo, hi); the node's rounding unless one is given."""
+        rounding = rounding or str(node.attrs.get("rounding", "half_up"))
         if rounding not in ("half_up", "floor"):
             raise UnsupportedError(f"node {node.name} (op {node.op}): rounding {rounding!r} has no ONNX translation")
         hint = node.name
@@ -226,7 +227,7 @@ class _IntegerExporter:
             aligned.append(self.round_shift(v, np.array(int(n) - frac), "half_up", node.name))
         total = self.b.op("Add", aligned, node.name)
         self.requant(total, node, np.array(1), np.array(frac), 0, int(a["out_zero_point"]), int(a["lo"]),
-                     int(a["hi"]), node.output)
+                     int(a["hi"]), node.output, rounding="half_up")  # add and concat always round half up
 
     def mean(self, node: IntNode, args: list[str]) -> None:
         zp = int(node.attrs["in_zero_point"])
@@ -263,7 +264,7 @@ class _IntegerExporter:
     def concat(self, node: IntNode, args: list[str]) -> None:
         a = node.attrs
         parts = [self.requant(x, node, np.array(int(m)), np.array(int(n)), int(z), int(a["out_zero_point"]),
-                              int(a["lo"]), int(a["hi"]), self.b.fresh(node.name))
+                              int(a["lo"]), int(a["hi"]), self.b.fresh(node.name), rounding="half_up")
                  for x, z, m, n in zip(args, a["zero_points"], node.params["multiplier"], node.params["shift"],
                                        strict=True)]
         self.b.op("Concat", parts, node.name, output=node.output, axis=int(a["dim"]))
