@@ -216,3 +216,18 @@ def test_row_mixed_weights_lower_exactly_and_pack_each_row_at_its_width(kind: st
             assert np.array_equal(decoded, values[row].ravel()), (node["name"], row)
         for fmt in ("bin", "hex"):
             assert np.array_equal(load_export(root).read_param(node["name"], "weight", fmt), values), fmt
+
+
+def test_timm_style_attention_with_traced_sizes_agrees(tmp_path: Path) -> None:
+    """qkv → reshape(b, t, 3, heads, c // heads) → unbind → F.scaled_dot_product_attention: the traced sizes
+    other than the batch become constants, and any batch size runs."""
+    from models_for_tests import SDPAAttention
+
+    torch.manual_seed(0)
+    model, x = SDPAAttention().eval(), torch.randn(6, 5, 16)
+    qmodel = calibrate(quantize(model, QuantConfig(), example_inputs=x[:2]), [x])
+    graph = lower(qmodel)
+    reshape = next(n for n in graph.nodes if n.op == "layout" and n.attrs["fn"] == "reshape")
+    assert reshape.attrs["args"] == ["batch", 5, 3, 2, 8]
+    x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
+    assert_three_way(qmodel, graph, x_int[:3], tmp_path)

@@ -10,6 +10,7 @@ Layout ops (flatten, reshape, permute, ...) become layout nodes; positive `scale
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -361,13 +362,42 @@ class _Lowerer:
                                   {"fn": kind, "args": args, "kwargs": kwargs, "source": self.where(node)}))
 
 
+SHAPE_ARITHMETIC = {operator.floordiv: operator.floordiv, operator.mul: operator.mul, operator.add: operator.add,
+                    operator.sub: operator.sub}
+
+
+def _shape_value(node: fx.Node) -> int | str:
+    """A traced shape query as a constant: "batch" for dimension 0 of a tensor, else the size recorded at
+    capture (the graph is specialised to every other dimension); integer arithmetic on constants is folded."""
+    fail = UnsupportedError(f"layout argument {node.name} depends on data other than the batch size")
+    if node.meta.get("nnchip_kind") != "meta":
+        raise fail
+    if node.target in SHAPE_ARITHMETIC:
+        left, right = (_shape_value(a) if isinstance(a, fx.Node) else a for a in node.args)
+        if not isinstance(left, int) or not isinstance(right, int):
+            raise fail  # arithmetic with the symbolic batch size
+        return SHAPE_ARITHMETIC[node.target](left, right)
+    if node.target is operator.getitem and isinstance(source := node.args[0], fx.Node) and (
+            (source.target is getattr and source.args[1] == "shape")
+            or (source.op == "call_method" and source.target == "size" and len(source.args) == 1)):
+        index = node.args[1]
+    elif node.op == "call_method" and node.target == "size" and len(node.args) == 2:
+        source, index = node, node.args[1]
+    else:
+        raise fail
+    tensor = source.args[0]
+    shape = tensor.meta.get("nnchip_shape") if isinstance(tensor, fx.Node) else None
+    if not isinstance(index, int) or not shape:
+        raise fail
+    index = index % len(shape)
+    return "batch" if index == 0 else int(shape[index])
+
+
 def _encode_arg(value: object, tensor_of: dict[fx.Node, str]) -> object:
-    """JSON-able layout arguments; a traced `x.shape[0]` becomes the string "batch"."""
+    """JSON-able layout arguments; a traced `x.shape[0]` becomes the string "batch", other traced sizes the
+    constants they had at capture."""
     if isinstance(value, fx.Node):
-        if value.meta.get("nnchip_kind") == "meta" and value.target is __import__("operator").getitem \
-                and value.args[1] == 0:
-            return "batch"
-        raise UnsupportedError(f"layout argument {value.name} depends on data other than the batch size")
+        return _shape_value(value)
     if isinstance(value, slice):
         return {"slice": [value.start, value.stop, value.step]}
     if value is Ellipsis:

@@ -101,6 +101,8 @@ class _Deployer:
                 args = (first.data, *args[1:])
             return node.target(*args, **kwargs) if node.op == "call_function" else getattr(args[0], node.target)(
                 *args[1:], **kwargs)
+        if kind == "getitem" and isinstance(args[0], list):  # one tensor of an unbind/split/chunk
+            return args[0][args[1]]
         source = next((a for a in args if isinstance(a, _Q)), None)
         if source is None:
             return None
