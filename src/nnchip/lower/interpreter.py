@@ -1,8 +1,9 @@
 """Run an IntGraph on integer tensors, exactly (docs/integer-semantics.md).
 
-Conv/linear/matmul reductions run in float64 — exact because every partial sum is an integer below 2^53
-(the lowering proves |acc| < 2^(acc_bits−1) ≤ 2^31) — or in float32 when the bound is below 2^24; everything
-else is int64 arithmetic on `nnchip.core` primitives. Accumulators outside the declared width are flagged:
+Conv/linear/matmul reductions run in float32 when the lowering's weight-aware bound proves every partial sum
+below 2^24, in float64 below 2^53, else in int64-added float64 chunks (`fast_paths`); requantization runs in
+place on the accumulator; everything else is int64 arithmetic on `nnchip.core` primitives. Where the static
+bound does not prove the declared accumulator width, accumulators are checked at run time:
 `overflow="error"` raises, `"report"` records them in the returned `overflows` list.
 """
 
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import int_layernorm_core, shift_gelu, shiftmax, table_softmax
-from nnchip.core.intmath import Rounding, requantize, round_shift, saturate
+from nnchip.core.intmath import Rounding, requantize
+from nnchip.lower.fast_paths import Conv2dFn, exact_gemm, linear_fn, matmul_exact, requantize_inplace
 from nnchip.lower.intgraph import IntGraph, IntNode
 from nnchip.lower.vq_ops import lut_accumulate, run_vq_encode
 
@@ -96,14 +98,24 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
     return RunResult(values, overflows)
 
 
-def _requant_node(node: IntNode, acc: Tensor, axis: int = 1, in_zp: int = 0) -> Tensor:
+def _requant_node(node: IntNode, acc: Tensor, axis: int = 1, in_zp: int = 0, *, owned: bool = False) -> Tensor:
+    """Requantize `acc`; with `owned` (a fresh buffer nobody else holds) HALF_UP runs in place."""
     multiplier = torch.from_numpy(node.params["multiplier"])
     shift = torch.from_numpy(node.params["shift"])
     if multiplier.numel() > 1:
         multiplier, shift = _channel_view(multiplier, acc.dim(), axis), _channel_view(shift, acc.dim(), axis)
     rounding = Rounding(node.attrs.get("rounding", "half_up"))
+    if owned and in_zp == 0 and rounding is Rounding.HALF_UP and bool((shift >= 1).all()):
+        return requantize_inplace(acc, multiplier, shift, int(node.attrs["out_zero_point"]), int(node.attrs["lo"]),
+                                  int(node.attrs["hi"]))
     return requantize(acc, multiplier, shift, in_zero_point=in_zp, out_zero_point=node.attrs["out_zero_point"],
                       lo=node.attrs["lo"], hi=node.attrs["hi"], rounding=rounding)
+
+
+def _bound_unproven(node: IntNode) -> bool:
+    """The static bound (acc_bits) does not prove the declared accumulator width: check at run time."""
+    declared = int(node.attrs.get("declared_acc_bits", node.attrs.get("acc_bits", 32)))
+    return int(node.attrs.get("acc_bits", declared)) > declared
 
 
 def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: list[str], policy: str, *,
@@ -126,32 +138,34 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
     if op == "requant":
         return _requant_node(node, args[0], in_zp=node.attrs["in_zero_point"])
     if op in ("conv2d", "linear"):
-        x = args[0] - node.attrs["in_zero_point"]  # padding with the zero point == zero padding here
+        zero_point = int(node.attrs["in_zero_point"])  # padding with the zero point == zero padding after − zp
         weight = torch.from_numpy(node.params["weight"])
-        bits = int(node.attrs["acc_bits"])
-        if op == "conv2d":
-            acc = _exact_reduce(lambda a, w: F.conv2d(a, w, None, node.attrs["stride"], node.attrs["padding"],
-                                                      node.attrs["dilation"], node.attrs["groups"]), x, weight,
-                                bound_bits=bits)
-            acc = acc + _channel_view(torch.from_numpy(node.params["bias"]), acc.dim())
+        bias = torch.from_numpy(node.params["bias"])
+        a = node.attrs
+        fn = Conv2dFn(a["stride"], a["padding"], a["dilation"], a["groups"]) if op == "conv2d" else linear_fn
+        acc = exact_gemm(fn, args[0], weight, bias, int(a["acc_bits"]), split_axis=1 if op == "conv2d" else -1,
+                         zero_point=zero_point)
+        if _bound_unproven(node):
             _check_acc(node, acc, overflows, policy)
-            return _requant_node(node, acc)
-        acc = _exact_reduce(lambda a, w: F.linear(a, w), x, weight, bound_bits=bits)
-        acc = acc + torch.from_numpy(node.params["bias"])
-        _check_acc(node, acc, overflows, policy)
-        return _requant_node(node, acc, axis=acc.dim() - 1)
+        return _requant_node(node, acc, axis=1 if op == "conv2d" else acc.dim() - 1, owned=True)
     if op == "matmul":
-        acc = _exact_reduce(torch.matmul, args[0], args[1], bound_bits=int(node.attrs["acc_bits"]))
-        _check_acc(node, acc, overflows, policy)
-        return _requant_node(node, acc)
-    if op == "add":
-        m = node.params["multiplier"].tolist()
-        n = node.params["shift"].tolist()
+        acc = matmul_exact(args[0], args[1], int(node.attrs["acc_bits"]))
+        if _bound_unproven(node):
+            _check_acc(node, acc, overflows, policy)
+        return _requant_node(node, acc, owned=True)
+    if op == "add":  # in place on fresh buffers: t = Σ round_shift((x − z)·M0, n − F); y = sat(round_shift(t, F) + zp)
         frac = int(node.attrs["frac_bits"])
-        zp = node.attrs["zero_points"]
-        aligned = [round_shift((a - z) * mi, ni - frac) for a, z, mi, ni in zip(args, zp, m, n, strict=True)]
-        total = round_shift(aligned[0] + aligned[1], frac)
-        return saturate(total + node.attrs["out_zero_point"], node.attrs["lo"], node.attrs["hi"])
+        aligned = []
+        for a, z, m0, n in zip(args, node.attrs["zero_points"], node.params["multiplier"].tolist(),
+                               node.params["shift"].tolist(), strict=True):
+            t = (a - z).mul_(m0) if z else a.mul(m0)
+            if n - frac > 0:
+                t.add_(1 << (n - frac - 1)).bitwise_right_shift_(n - frac)
+            aligned.append(t)
+        total = aligned[0].add_(aligned[1])
+        if frac > 0:
+            total.add_(1 << (frac - 1)).bitwise_right_shift_(frac)
+        return total.add_(int(node.attrs["out_zero_point"])).clamp_(int(node.attrs["lo"]), int(node.attrs["hi"]))
     if op in ("mean", "avgpool"):
         x = args[0] - node.attrs["in_zero_point"]
         if op == "mean":
