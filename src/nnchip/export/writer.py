@@ -6,6 +6,8 @@ Layout of an export directory (docs/export-format.md):
     params/<node>.<param>.bin  weights packed little-endian at their exact bit width (format "bin")
     params/<node>.<param>.hex  $readmemh text, one word per line, `word_bits` wide (format "hex")
     golden/<tensor>.npy        golden vectors: the input, every intermediate tensor and the outputs
+    params/<node>.weight.{mask,nm_values,nm_index}.bin, .csr_*.npy   sparse weights (format "sparse")
+Every weight entry records its `density` (fraction of non-zeros); older readers ignore the extra fields.
 The directory is written to a temporary sibling and renamed into place: a failed export leaves nothing.
 """
 
@@ -23,12 +25,13 @@ import numpy as np
 import torch
 
 from nnchip.core.errors import ConfigError, NnchipError
+from nnchip.export import sparse
 from nnchip.export.packing import pack_bits, to_hex_lines
 from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
 
 MANIFEST_VERSION = 1
-FORMATS = ("npy", "bin", "hex")
+FORMATS = ("npy", "bin", "hex", "sparse")
 
 
 def _sha256(path: Path) -> str:
@@ -83,7 +86,8 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             entry["npy"] = record(f"{base}.npy")
             if key == "weight":
                 bits = int(node.attrs.get("weight_bits", 8))
-                codes = _weight_codes(value, node.attrs.get("weight_encoding", "twos_complement"), bits)
+                encoding = node.attrs.get("weight_encoding", "twos_complement")
+                codes = _weight_codes(value, encoding, bits)
                 entry["bits"] = bits
                 if "bin" in formats:
                     (root / f"{base}.bin").write_bytes(pack_bits(codes, bits))
@@ -91,6 +95,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                 if "hex" in formats:
                     (root / f"{base}.hex").write_text("\n".join(to_hex_lines(codes, bits, word_bits)) + "\n")
                     entry["hex"] = record(f"{base}.hex")
+                entry["density"] = sparse.density(value)
+                if "sparse" in formats and entry["density"] < 1.0:
+                    entry["sparse"] = _write_sparse(root, base, value, bits, encoding, record)
             params[key] = entry
         nodes.append({"name": node.name, "op": node.op, "inputs": node.inputs, "output": node.output,
                       "attrs": node.attrs, "params": params})
@@ -99,6 +106,7 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
         "tensors": {name: t.to_dict() for name, t in graph.tensors.items()}, "nodes": nodes, "meta": graph.meta,
         "packing": {"bin": "little-endian, element i in bits [i*b, (i+1)*b) of the stream, two's complement codes",
                     "hex": f"{word_bits}-bit words, element 0 in the least significant bits"},
+        "weight_density": {n["name"]: n["params"]["weight"]["density"] for n in nodes if "weight" in n["params"]},
     }
     if golden_inputs is not None:
         (root / "golden").mkdir()
@@ -111,6 +119,30 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
         manifest["golden"] = {"samples": int(golden_inputs.shape[0]), "tensors": golden}
     manifest["files"] = files
     return manifest
+
+
+def _write_sparse(root: Path, base: str, value: np.ndarray, bits: int, encoding: str, record: Any) -> dict[str, Any]:
+    """Bitmask, CSR and (when the weight is N:M sparse) N:M values + indices of a weight (export/sparse.py)."""
+    (root / f"{base}.mask.bin").write_bytes(pack_bits(sparse.bitmask(value), 1))
+    out: dict[str, Any] = {"layout": "im2col (C_out, K), C order", "bitmask": {"bin": record(f"{base}.mask.bin")}}
+    csr = {}
+    for name, array in zip(("values", "columns", "row_pointers"), sparse.csr(value), strict=True):
+        np.save(root / f"{base}.csr_{name}.npy", array, allow_pickle=False)
+        csr[name] = record(f"{base}.csr_{name}.npy")
+    out["csr"] = csr
+    pattern = sparse.detect_nm(value)
+    if pattern is not None:
+        n, m = pattern
+        values, indices = sparse.nm_compress(value, n, m)
+        if not np.array_equal(sparse.nm_decompress(values, indices, m, value.shape), value):
+            raise NnchipError(f"{base}: N:M compression does not reproduce the weight")
+        index_bits = sparse.index_bits(m)
+        (root / f"{base}.nm_values.bin").write_bytes(pack_bits(_weight_codes(values, encoding, bits),
+                                                               bits))
+        (root / f"{base}.nm_index.bin").write_bytes(pack_bits(indices.ravel(), index_bits))
+        out["nm"] = {"n": n, "m": m, "shape": list(values.shape), "value_bits": bits, "index_bits": index_bits,
+                     "values": record(f"{base}.nm_values.bin"), "index": record(f"{base}.nm_index.bin")}
+    return out
 
 
 def _weight_codes(values: np.ndarray, encoding: str, bits: int) -> np.ndarray:

@@ -190,7 +190,8 @@ def _prune_groups(gm: fx.GraphModule, config: PruneConfig, sparsity: float, slic
             continue
         if any(p in config.exclude for p in group.producers):
             continue
-        amount = max(config.sparsity_of(p, sparsity) for p in group.producers)
+        overrides = [value for path, value in config.layer_sparsity if path in group.producers]
+        amount = min(overrides) if overrides else sparsity  # a coupled group takes its smallest override
         if amount == 0:
             continue
         weights = [gm.get_submodule(p).weight for p in group.producers]
@@ -198,7 +199,8 @@ def _prune_groups(gm: fx.GraphModule, config: PruneConfig, sparsity: float, slic
         if len(sizes) != 1:
             continue  # producers disagree on the channel count: leave the group alone
         scores = torch.stack([_row_scores(w) for w in weights]).sum(dim=0)  # (C,)
-        keep = _keep_indices(scores, amount, f"layer {group.producers[0]}")
+        coupled = f" and {len(group.producers) - 1} layer(s) coupled to it" if len(group.producers) > 1 else ""
+        keep = _keep_indices(scores, amount, f"layer {group.producers[0]}{coupled}")
         for path in group.producers + group.norms:
             slicer.out_keep[path] = keep
         for path in group.consumers:
