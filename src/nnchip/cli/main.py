@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nnchip.cli.quantize",
     "nnchip.cli.export",
     "nnchip.cli.verify",
+    "nnchip.cli.prune",
 )
 
 
