@@ -56,6 +56,16 @@ def test_w4a4_rows_are_usable(records: list[dict]) -> None:
             assert r["acc"] > 0.5, r
 
 
+def test_pruned_rows_are_sparse_exact_and_within_three_points(records: list[dict], demo_out: Path) -> None:
+    rows = [r for r in records if r.get("structure") == "2:4"]
+    assert {r["model"] for r in rows} == {"cnn_tiny", "vit_tiny"}
+    for r in rows:
+        assert r["sparsity"] == 0.5 and (r["w_bits"], r["a_bits"]) == (4, 4) and r["bit_exact"] is True, r
+        assert r["acc"] >= r["float_acc"] - 0.03 and r["int_acc"] >= r["float_acc"] - 0.03, r
+        manifest = json.loads((Path(r["export_dir"]) / "manifest.json").read_text())
+        assert min(manifest["weight_density"].values()) <= 0.5
+
+
 def test_plots_and_timings_exist(demo_out: Path, records: list[dict]) -> None:
     for name in ("accuracy_vs_bits.png", "layer_sqnr.png"):
         path = demo_out / name

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nnchip.cli.export",
     "nnchip.cli.verify",
     "nnchip.cli.prune",
+    "nnchip.cli.mixed_precision",
 )
 
 
