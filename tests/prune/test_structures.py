@@ -116,3 +116,25 @@ def test_removing_every_channel_names_the_layer() -> None:
     model = TinyResNet(width=2).eval()
     with pytest.raises(ConfigError, match=r"sparsity 0.8 would remove every channel of layer conv1 and 2 layer"):
         prune(model, PruneConfig(structure="channel", sparsity=0.8), example_inputs=torch.randn(1, 3, 8, 8))
+
+
+def test_sr_ste_mask_survives_quantize() -> None:
+    from nnchip import QuantConfig, quantize
+    from nnchip.quant import default_act_spec, default_weight_spec
+
+    model = prune(_cnn(), PruneConfig(structure="nm", n=2, m=4, sr_ste=True))
+    config = QuantConfig(weight=default_weight_spec(4, "lsq"), act=default_act_spec(4, "lsq"))
+    qmodel = quantize(model, config, example_inputs=torch.randn(2, 1, 8, 8))
+    for path in ("conv2", "conv3"):
+        weight = qmodel.gm.get_submodule(path).quantized_weight().detach()
+        assert int((weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1).max()) <= 2
+
+
+def test_gradual_channel_pruning_ends_at_the_target_fraction() -> None:
+    from torch.utils.data import TensorDataset
+
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    config = PruneConfig(structure="channel", sparsity=0.5, schedule="gradual", steps=3)
+    model = finetune(build("cnn_tiny", num_classes=10, in_channels=1, image_size=8, width=8), TensorDataset(x, y),
+                     config, epochs=1, lr=1e-3, batch_size=4, example_inputs=x[:1])
+    assert [model.get_submodule(p).out_channels for p in ("conv1", "conv2", "conv3")] == [4, 8, 8]

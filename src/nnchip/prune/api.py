@@ -96,19 +96,24 @@ def finetune(model: nn.Module, data: Dataset, config: PruneConfig, *, epochs: in
              batch_size: int = 64, weight_decay: float = 0.0, seed: int = 0,
              example_inputs: Tensor | tuple[Tensor, ...] | None = None, max_steps: int | None = None) -> nn.Module:
     """Prune and train together: the schedule's `steps` pruning steps are spread evenly over the first half
-    of training (one-shot: a single step before training); AdamW, cosine learning rate. Returns the model
-    (a new object after channel pruning)."""
+    of training (one-shot: a single step before training); AdamW, cosine learning rate. Masks are set on
+    `model` itself; channel pruning returns a new, smaller model (each gradual step removes the increment of
+    the schedule relative to the channels left, so the final model has `sparsity` of the original channels)."""
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     total = min(max_steps or epochs * len(loader), epochs * len(loader))
     prune_steps = 1 if config.schedule == "one_shot" else config.steps
     at = {max(0, round(i * total / (2 * prune_steps))): i + 1 for i in range(prune_steps)}  # train step → prune step
     optimizer: torch.optim.Optimizer | None = None
-    step = 0
+    step, removed = 0, 0.0
     model.train()
     while step < total:
         for x, y in loader:
             if step in at:
-                model = apply_pruning(model, config, scheduled_sparsity(config, at[step]), example_inputs).train()
+                target = scheduled_sparsity(config, at[step])
+                # channels already removed are gone: remove the increment, relative to what is left
+                amount = 1.0 - (1.0 - target) / (1.0 - removed) if config.structure == "channel" else target
+                model = apply_pruning(model, config, amount, example_inputs).train()
+                removed = target
                 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
             assert optimizer is not None
             for group in optimizer.param_groups:
