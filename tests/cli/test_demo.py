@@ -64,6 +64,24 @@ def test_w4a4_rows_are_usable(records: list[dict]) -> None:
             assert r["acc"] > 0.5, r
 
 
+def test_pruned_rows_are_sparse_exact_and_within_three_points(records: list[dict], demo_out: Path) -> None:
+    rows = [r for r in records if r.get("structure") == "2:4"]
+    assert {r["model"] for r in rows} == {"cnn_tiny", "vit_tiny"}
+    for r in rows:
+        assert r["sparsity"] == 0.5 and (r["w_bits"], r["a_bits"]) == (4, 4) and r["bit_exact"] is True, r
+        assert r["acc"] >= r["float_acc"] - 0.03 and r["int_acc"] >= r["float_acc"] - 0.03, r
+        manifest = json.loads((Path(r["export_dir"]) / "manifest.json").read_text())
+        assert min(manifest["weight_density"].values()) <= 0.5
+
+
+def test_mixed_precision_row_has_avg_bits_and_null_w_bits(records: list[dict]) -> None:
+    rows = [r for r in records if r.get("avg_bits") is not None and r["method"].startswith("mixed_precision")]
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["w_bits"] is None and r["avg_bits"] <= 4.0 and len(set(r["bits"].values())) > 1, r
+    assert r["bit_exact"] is True and r["acc"] >= r["float_acc"] - 0.03, r
+
+
 def test_plots_and_timings_exist(demo_out: Path, records: list[dict]) -> None:
     for name in ("accuracy_vs_bits.png", "layer_sqnr.png"):
         path = demo_out / name

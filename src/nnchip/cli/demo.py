@@ -39,7 +39,8 @@ DEFAULT_OUT = "nnchip-out/demo"
 DEMO_THREADS = 1  # tiny models: one thread is faster than two (no OpenMP barriers), and robust to a busy machine
 DEMO_SEED = 0
 # Modules of other issues that register demo stages when imported (explicit list, no scanning).
-OPTIONAL_STAGE_MODULES: tuple[str, ...] = ("nnchip.prune.demo_stage", "nnchip.vq.demo_stage")
+OPTIONAL_STAGE_MODULES: tuple[str, ...] = ("nnchip.prune.demo_stage", "nnchip.vq.demo_stage",
+                                           "nnchip.quant.mixed_precision.demo_stage")
 
 StageFn = Callable[["DemoContext"], None]
 

@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nnchip.cli.verify",
     "nnchip.cli.vq",
     "nnchip.cli.dse",
+    "nnchip.cli.prune",
+    "nnchip.cli.mixed_precision",
 )
 
 

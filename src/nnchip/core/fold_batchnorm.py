@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from nnchip.core.mask import raw_weight
+
 
 def fold_batchnorm(gm: fx.GraphModule) -> int:
     """Fold every BatchNorm whose only input is a conv2d/linear with no other user; returns how many."""
@@ -43,7 +45,7 @@ def _fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_mean)
     beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
     factor = gamma * inv_std  # (C,)
-    weight = layer.weight  # (C, ...)
+    weight = raw_weight(layer)  # (C, ...); a pruning mask applies after the fold, so zeros stay zero
     weight.mul_(factor.reshape(-1, *([1] * (weight.dim() - 1))))
     bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
     new_bias = (bias - bn.running_mean) * factor + beta

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
+from torch.nn.utils.parametrize import type_before_parametrizations
 
 from nnchip.core.errors import UnsupportedError
 
@@ -90,8 +91,9 @@ def classify_node(gm: fx.GraphModule, node: fx.Node) -> str:
         kind = getattr(module, "nnchip_kind", None)
         if kind is not None:
             return str(kind)
+        base_type = type_before_parametrizations(module)  # a pruning mask keeps the layer's kind
         for module_type, module_kind in MODULE_KINDS:
-            if type(module) is module_type:
+            if base_type is module_type:
                 return module_kind
         return _unsupported(gm, node)
     if node.meta.get("nnchip_shape") is None:  # a non-tensor result: shapes, sizes, tuples of tensors

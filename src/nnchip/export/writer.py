@@ -11,6 +11,8 @@ Layout of an export directory (docs/export-format.md):
     model.onnx                 integer-op ONNX model, bit-exact in onnxruntime (format "onnx", needs onnx)
     model_qdq.onnx             QDQ ONNX model for ecosystem tools, approximate (format "onnx-qdq", needs onnx)
     golden/<tensor>.npy        golden vectors: the input, every intermediate tensor and the outputs
+    params/<node>.weight.{mask,nm_values,nm_index}.bin, .csr_*.npy   sparse weights (format "sparse")
+Every weight entry records its `density` (fraction of non-zeros); older readers ignore the extra fields.
 The directory is written to a temporary sibling and renamed into place: a failed export leaves nothing.
 """
 
@@ -29,13 +31,14 @@ import torch
 
 from nnchip.core.errors import ConfigError, NnchipError
 from nnchip.core.intspec import esb_magnitudes, sp2_magnitudes
+from nnchip.export import sparse
 from nnchip.export.packing import pack_bits, pack_variable_bits, to_hex_lines, variable_hex_lines
 from nnchip.export.text_formats import to_c_header, to_coe, to_mif
 from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
 
 MANIFEST_VERSION = 1
-FORMATS = ("npy", "bin", "hex", "coe", "mif", "h", "onnx", "onnx-qdq")
+FORMATS = ("npy", "bin", "hex", "coe", "mif", "h", "sparse", "onnx", "onnx-qdq")
 TEXT_WRITERS = {"coe": to_coe, "mif": to_mif}
 ONNX_FILES = {"onnx": "model.onnx", "onnx-qdq": "model_qdq.onnx"}
 
@@ -95,7 +98,8 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                     raise ConfigError(f"formats: {', '.join(unsupported)} cannot hold the row-mixed weight of "
                                       f"{node.name} (rows of different widths); use npy, bin and hex")
                 codes, widths = _row_mixed_codes(value, node.params["row_format"], node.attrs["row_formats"])
-                entry.update(bits=int(widths.max()), row_bits=[int(b) for b in widths[:: max(1, value[0].size)]])
+                entry.update(bits=int(widths.max()), row_bits=[int(b) for b in widths[:: max(1, value[0].size)]],
+                             density=sparse.density(value))
                 if "bin" in formats:
                     (root / f"{base}.bin").write_bytes(pack_variable_bits(codes, widths))
                     entry["bin"] = record(f"{base}.bin")
@@ -104,8 +108,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                     entry["hex"] = record(f"{base}.hex")
             elif key == "weight" or f"{key}_bits" in node.attrs:  # weights; LUT codebooks and tables
                 bits = int(node.attrs.get(f"{key}_bits", 8))
-                codes = _weight_codes(value, node.attrs.get(f"{key}_encoding", "twos_complement"), bits,
-                                      int(node.attrs.get(f"{key}_mantissa_bits", 0)))
+                encoding = str(node.attrs.get(f"{key}_encoding", "twos_complement"))
+                mantissa_bits = int(node.attrs.get(f"{key}_mantissa_bits", 0))
+                codes = _weight_codes(value, encoding, bits, mantissa_bits)
                 entry["bits"] = bits
                 if "bin" in formats:
                     (root / f"{base}.bin").write_bytes(pack_bits(codes, bits))
@@ -113,7 +118,6 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                 if "hex" in formats:
                     (root / f"{base}.hex").write_text("\n".join(to_hex_lines(codes, bits, word_bits)) + "\n")
                     entry["hex"] = record(f"{base}.hex")
-                encoding = str(node.attrs.get("weight_encoding", "twos_complement"))
                 described = {"name": f"{node.name}.{key}", "shape": tuple(value.shape), "encoding": encoding}
                 for fmt, writer in TEXT_WRITERS.items():
                     if fmt in formats:
@@ -122,6 +126,10 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                 if "h" in formats:
                     (root / f"{base}.h").write_text(to_c_header(value, codes, bits, word_bits, **described))
                     entry["h"] = record(f"{base}.h")
+                if key == "weight":
+                    entry["density"] = sparse.density(value)
+                    if "sparse" in formats and entry["density"] < 1.0:
+                        entry["sparse"] = _write_sparse(root, base, value, bits, encoding, mantissa_bits, record)
             params[key] = entry
         nodes.append({"name": node.name, "op": node.op, "inputs": node.inputs, "output": node.output,
                       "attrs": node.attrs, "params": params})
@@ -132,6 +140,8 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                     "hex": f"{word_bits}-bit words, element 0 in the least significant bits", "word_bits": word_bits,
                     "coe": "the .hex words, radix 16", "mif": "the .hex words, WIDTH=word_bits, DATA_RADIX=HEX",
                     "h": "values in the smallest stdint type (<id>[]) and the .hex words (<id>_words[])"},
+        "weight_density": {n["name"]: n["params"]["weight"]["density"] for n in nodes
+                           if "density" in n["params"].get("weight", {})},
     }
     onnx_models = {fmt: name for fmt, name in ONNX_FILES.items() if fmt in formats}
     if onnx_models:
@@ -192,6 +202,31 @@ def _write_onnx(graph: IntGraph, path: Path, fmt: str) -> str:
         from nnchip.export.onnx_qdq import to_onnx_qdq as convert
     path.write_bytes(convert(graph).SerializeToString())
     return path.name
+
+
+def _write_sparse(root: Path, base: str, value: np.ndarray, bits: int, encoding: str, mantissa_bits: int,
+                  record: Any) -> dict[str, Any]:
+    """Bitmask, CSR and (when the weight is N:M sparse) N:M values + indices of a weight (export/sparse.py)."""
+    (root / f"{base}.mask.bin").write_bytes(pack_bits(sparse.bitmask(value), 1))
+    out: dict[str, Any] = {"layout": "im2col (C_out, K), C order", "bitmask": {"bin": record(f"{base}.mask.bin")}}
+    csr = {}
+    for name, array in zip(("values", "columns", "row_pointers"), sparse.csr(value), strict=True):
+        np.save(root / f"{base}.csr_{name}.npy", array, allow_pickle=False)
+        csr[name] = record(f"{base}.csr_{name}.npy")
+    out["csr"] = csr
+    pattern = sparse.detect_nm(value)
+    if pattern is not None:
+        n, m = pattern
+        values, indices = sparse.nm_compress(value, n, m)
+        if not np.array_equal(sparse.nm_decompress(values, indices, m, value.shape), value):
+            raise NnchipError(f"{base}: N:M compression does not reproduce the weight")
+        index_bits = sparse.index_bits(m)
+        (root / f"{base}.nm_values.bin").write_bytes(pack_bits(_weight_codes(values, encoding, bits,
+                                                                             mantissa_bits), bits))
+        (root / f"{base}.nm_index.bin").write_bytes(pack_bits(indices.ravel(), index_bits))
+        out["nm"] = {"n": n, "m": m, "shape": list(values.shape), "value_bits": bits, "index_bits": index_bits,
+                     "values": record(f"{base}.nm_values.bin"), "index": record(f"{base}.nm_index.bin")}
+    return out
 
 
 def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch import Tensor, fx, nn
 from nnchip.core.capture import capture, module_path_and_type
 from nnchip.core.errors import ConfigError, UnsupportedError
 from nnchip.core.fold_batchnorm import fold_batchnorm
+from nnchip.core.mask import copy_weight_parametrizations
 from nnchip.core.op_kinds import ELEMENTWISE_KINDS, LAYOUT_KINDS
 from nnchip.quant.base import Quantizer
 from nnchip.quant.modules import Q_LAYER_TYPES, QConv2d, QLinear
@@ -138,6 +139,7 @@ def _replace_layer(gm: fx.GraphModule, node: fx.Node, spec: QuantSpec) -> None:
     qlayer: nn.Module = QConv2d(layer, quantizer) if isinstance(layer, nn.Conv2d) else QLinear(layer, quantizer)
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         raise UnsupportedError(f"{module_path_and_type(gm, node)} cannot be quantized")
+    copy_weight_parametrizations(layer, qlayer)  # pruning masks survive quantization (nnchip.core.mask)
     qlayer.train(layer.training)
     parent_path, _, name = path.rpartition(".")
     setattr(gm.get_submodule(parent_path) if parent_path else gm, name, qlayer)

@@ -1,0 +1,106 @@
+"""`nnchip prune RECIPE.yaml [--out DIR]`: model → (float training) → prune (+ fine-tune) → [quantize → PTQ →
+(QAT) → lower → export with sparse formats → verify] → summary.json.
+
+The recipe is a quantization recipe plus `prune:` (PruneConfig fields) and `finetune:` sections
+(nnchip.prune.recipe). The record holds `structure`, `sparsity`, float / pruned accuracy, the achieved
+parameter and MAC reductions, per-layer densities and, with `quant`, `acc` / `int_acc` / `bit_exact`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nnchip.cli.common import add_out_argument, format_table, resolve_out, set_determinism, write_summary
+from nnchip.prune.recipe import PruneRecipe, load_prune_recipe
+
+DEFAULT_OUT = "nnchip-out/prune"
+EXPORT_FORMATS = ("npy", "bin", "hex", "sparse")
+
+
+def run_prune_recipe(recipe: PruneRecipe, out_dir: Path, *, log: Any = print) -> dict[str, Any]:
+    from nnchip.cli.quantize import build_float_model, load_data, pretrain, qat, quantize_and_ptq, top1
+    from nnchip.prune import compression_report, finetune, prune, sparsity_report
+
+    base = recipe.base
+    set_determinism(base.seed, threads=torch.get_num_threads())
+    timings: dict[str, float] = {}
+    bundle = load_data(base.data)
+    model = build_float_model(base.model, bundle)
+    if base.model.checkpoint is None:
+        if base.pretrain is None:
+            print("nnchip prune: warning: model has no checkpoint and the recipe no `pretrain`: pruning untrained "
+                  "weights", file=sys.stderr)
+        else:
+            t = time.perf_counter()
+            pretrain(model, base.pretrain, bundle)
+            timings["pretrain_s"] = time.perf_counter() - t
+    float_acc = top1(model, bundle.test)
+    calib = bundle.calibration_batches()
+    example = calib[0][:1]
+    t = time.perf_counter()
+    if recipe.finetune is None:
+        pruned = prune(model, recipe.prune, example_inputs=example)
+    else:
+        f = recipe.finetune
+        pruned = finetune(copy.deepcopy(model), bundle.train, recipe.prune, epochs=f.epochs, lr=f.lr,
+                          batch_size=f.batch_size, weight_decay=f.weight_decay, seed=base.seed,
+                          example_inputs=example, max_steps=f.max_steps)
+    timings["prune_s"] = time.perf_counter() - t
+    pruned_acc = top1(pruned, bundle.test)
+    name = base.model.name or Path(str(base.model.checkpoint)).stem
+    record: dict[str, Any] = {
+        "row_id": f"{name}-{recipe.prune.structure}", "model": name, "method": "prune",
+        "structure": recipe.prune.structure, "sparsity": recipe.prune.target_sparsity,
+        "prune": recipe.prune.to_dict(), "finetune": recipe.finetune.to_dict() if recipe.finetune else None,
+        "float_acc": float_acc, "pruned_acc": pruned_acc, "acc": pruned_acc, "w_bits": None, "a_bits": None,
+        "n_test": len(bundle.test), "recipe": base.source,
+        "layer_density": {r.path: r.density for r in sparsity_report(pruned)},
+        **compression_report(model, pruned, example),
+    }
+    if recipe.quantized:
+        from nnchip.lower.demo_stage import lower_export_verify
+
+        t = time.perf_counter()
+        qmodel = quantize_and_ptq(pruned, base.quant, base.ptq, calib)
+        if base.qat is not None:
+            qat(qmodel, base.qat, bundle, teacher=pruned)
+        timings["quantize_s"] = time.perf_counter() - t
+        test_x, test_y = bundle.test_tensors()
+        record.update(w_bits=base.quant.weight.bits, a_bits=base.quant.act.bits, acc=top1(qmodel, bundle.test),
+                      row_id=f"{record['row_id']}-w{base.quant.weight.bits}a{base.quant.act.bits}")
+        record.update(lower_export_verify(qmodel, torch.cat(calib), test_x, test_y, out_dir / "export",
+                                          formats=EXPORT_FORMATS))
+    record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    write_summary(out_dir, [record])
+    bits = f"W{record['w_bits']}A{record['a_bits']}" if record["w_bits"] else "float"
+    log(format_table(["model", "structure", "sparsity", "bits", "acc %", "Δ vs float", "MACs kept %", "bit_exact"],
+                     [[name, record["structure"], record["sparsity"], bits, 100 * record["acc"],
+                       100 * (record["acc"] - float_acc), 100 * (1 - record["mac_reduction"]),
+                       record.get("bit_exact")]]))
+    log(f"wrote {out_dir / 'summary.json'}")
+    return record
+
+
+def _run(args: argparse.Namespace) -> int:
+    recipe = load_prune_recipe(args.recipe)
+    out_dir = resolve_out(args, fallback=recipe.base.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = run_prune_recipe(recipe, out_dir)
+    return 0 if record.get("bit_exact", True) else 1
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("prune", help="run a pruning recipe (YAML), optionally quantize and export",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", metavar="RECIPE.yaml", help="recipe file (see docs/pruning.md)")
+    add_out_argument(parser, DEFAULT_OUT)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.set_defaults(func=_run)

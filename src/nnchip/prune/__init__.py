@@ -1,0 +1,15 @@
+"""Pruning: structures registered by name (unstructured, N:M with SR-STE, channel/head removal), schedules,
+`prune()` and reports. Masks are parametrizations that survive quantize() and the integer lowering."""
+
+from nnchip.prune import channel as _channel  # noqa: F401  (registers "channel")
+from nnchip.prune import nm as _nm  # noqa: F401  (registers "nm")
+from nnchip.prune import unstructured as _unstructured  # noqa: F401  (registers "unstructured")
+from nnchip.prune.api import LayerSparsity, apply_pruning, compression_report, finetune, prune, sparsity_report
+from nnchip.prune.config import PruneConfig
+from nnchip.prune.registry import PRUNE_STRUCTURES, register_structure
+from nnchip.prune.schedule import cubic_sparsity, scheduled_sparsity
+
+__all__ = [
+    "PRUNE_STRUCTURES", "LayerSparsity", "PruneConfig", "apply_pruning", "compression_report", "cubic_sparsity",
+    "finetune", "prune", "register_structure", "scheduled_sparsity", "sparsity_report",
+]

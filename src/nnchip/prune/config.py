@@ -1,0 +1,116 @@
+"""PruneConfig: one frozen, validated description of a pruning run (structure, amount, schedule, scope)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nnchip.core.errors import ConfigError
+
+SCOPES = ("layer", "global")
+SCHEDULES = ("one_shot", "gradual")
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """What to prune and how much.
+
+    structure        registered name: "unstructured" (magnitude), "nm" (N:M along the reduction axis),
+                     "channel" (filters/channels and attention heads, physically removed)
+    sparsity         fraction of weights (unstructured) or channels/heads (channel) removed, in [0, 1);
+                     N:M removes 1 - n/m and ignores it
+    scope            "layer": every layer at `sparsity`; "global": one magnitude threshold over all layers
+    n, m             keep n of every m consecutive weights of a row of the (C_out, C_in·kh·kw) im2col view
+    sr_ste           N:M only: the mask is recomputed from |w| at every forward and training uses SR-STE
+                     (straight-through gradient + sr_ste_decay · (1 − mask) ⊙ w)
+    schedule         "one_shot", or "gradual": sparsity follows the cubic schedule from initial_sparsity to
+                     `sparsity` over `steps` pruning steps (see schedule.py)
+    skip_first_last  leave the first and the last conv/linear (module order) dense (unstructured, N:M)
+    exclude          module paths left dense
+    layer_sparsity   (path, sparsity) overrides of `sparsity` for single layers (channel: producer layers)
+    heads            channel only: also remove attention heads (separate q/k/v projections)
+    """
+
+    structure: str = "unstructured"
+    sparsity: float = 0.5
+    scope: str = "layer"
+    n: int = 2
+    m: int = 4
+    sr_ste: bool = False
+    sr_ste_decay: float = 2e-4
+    schedule: str = "one_shot"
+    initial_sparsity: float = 0.0
+    steps: int = 1
+    skip_first_last: bool = True
+    exclude: tuple[str, ...] = ()
+    layer_sparsity: tuple[tuple[str, float], ...] = ()
+    heads: bool = True
+
+    def __post_init__(self) -> None:
+        from nnchip.prune.registry import PRUNE_STRUCTURES
+
+        PRUNE_STRUCTURES.get(self.structure, field="prune.structure")
+        _check_fraction(self.sparsity, "prune.sparsity")
+        _check_fraction(self.initial_sparsity, "prune.initial_sparsity")
+        for path, value in self.layer_sparsity:
+            _check_fraction(value, f"prune.layer_sparsity[{path!r}]")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"prune.scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"prune.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("n", "m", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"prune.{name} must be a positive integer, got {value!r}")
+        if self.n > self.m:
+            raise ConfigError(f"prune.n ({self.n}) must not exceed prune.m ({self.m})")
+        if self.sr_ste_decay < 0:
+            raise ConfigError(f"prune.sr_ste_decay must be >= 0, got {self.sr_ste_decay}")
+        if self.sr_ste and self.structure != "nm":
+            raise ConfigError("prune.sr_ste applies to structure 'nm' only")
+        if self.schedule == "gradual" and self.initial_sparsity > self.sparsity:
+            raise ConfigError(f"prune.initial_sparsity ({self.initial_sparsity}) exceeds prune.sparsity "
+                              f"({self.sparsity})")
+
+    @property
+    def target_sparsity(self) -> float:
+        """The fraction of weights (or channels) the finished pruning removes from each pruned layer."""
+        return 1.0 - self.n / self.m if self.structure == "nm" else self.sparsity
+
+    def sparsity_of(self, path: str, default: float) -> float:
+        return dict(self.layer_sparsity).get(path, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        out["exclude"] = list(self.exclude)
+        out["layer_sparsity"] = dict(self.layer_sparsity)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "prune") -> PruneConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k != "version"}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"unknown recipe key '{where}.{key}'; known here: {', '.join(sorted(known))}")
+        if "exclude" in values:
+            values["exclude"] = tuple(values["exclude"] or ())
+        if "layer_sparsity" in values:
+            overrides = values["layer_sparsity"] or {}
+            if not isinstance(overrides, Mapping):
+                raise ConfigError(f"{where}.layer_sparsity must map a module path to a sparsity")
+            values["layer_sparsity"] = tuple(sorted(overrides.items()))
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_fraction(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"{where} must be in [0, 1), got {value!r}")

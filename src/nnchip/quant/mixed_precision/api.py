@@ -1,0 +1,62 @@
+"""`assign_bits(model, base_config, MixedPrecisionConfig, ...)`: one weight bit-width per conv/linear layer.
+
+Sensitivities (sensitivity.py) and costs (weights, or MACs from the hardware workload) feed the integer
+program (ilp.py); the result is `base_config` with one LayerOverride per layer, ready for quantize().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from torch import Tensor, nn
+
+from nnchip.core.errors import ConfigError
+from nnchip.quant.mixed_precision.config import MixedPrecisionConfig
+from nnchip.quant.mixed_precision.ilp import choose_bits
+from nnchip.quant.mixed_precision.sensitivity import hutchinson_traces, quantization_errors
+from nnchip.quant.spec import LayerOverride, QuantConfig
+
+
+@dataclass(frozen=True)
+class BitAssignment:
+    bits: dict[str, int]  # layer path -> weight bits
+    avg_bits: float  # Σ params_i b_i / Σ params_i
+    bops: int  # Σ MACs_i · b_i · a_bits per sample
+    sensitivity: dict[str, dict[int, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bits": self.bits, "avg_bits": self.avg_bits, "bops": self.bops}
+
+
+def assign_bits(model: nn.Module, base: QuantConfig, config: MixedPrecisionConfig, *, calib_inputs: Tensor,
+                batches: Sequence[tuple[Tensor, Tensor]] = ()) -> tuple[QuantConfig, BitAssignment]:
+    """(QuantConfig with per-layer weight bits, the assignment); `calib_inputs` (N, ...) measure the output
+    error, `batches` of (x, y) feed the Hessian trace."""
+    from nnchip.hw.workload import workload_from_model
+
+    errors, output_errors = quantization_errors(model, base, config.candidates, calib_inputs)
+    params = {path: model.get_submodule(path).weight.numel() for path in errors}
+    if config.sensitivity == "hessian":
+        if not batches:
+            raise ConfigError("mixed_precision.sensitivity 'hessian' needs labelled batches")
+        traces = hutchinson_traces(model, batches, list(errors), config.hutchinson_samples)
+        # a negative trace estimate (a non-convex point) counts as flat: the layer's error then costs nothing
+        sensitivity = {p: {b: max(traces[p], 0.0) / params[p] * e for b, e in per.items()}
+                       for p, per in errors.items()}
+    else:
+        sensitivity = output_errors
+    macs = {layer.name: layer.macs for layer in workload_from_model(model, calib_inputs[:1]).layers}
+    a_bits = base.act.bits
+    if config.budget == "size":
+        cost = {p: {b: float(params[p] * b) for b in config.candidates} for p in errors}
+        budget = config.avg_bits * sum(params.values())
+    else:
+        cost = {p: {b: float(macs[p] * b * a_bits) for b in config.candidates} for p in errors}
+        budget = config.avg_bits * a_bits * sum(macs[p] for p in errors)
+    bits = choose_bits(sensitivity, cost, budget, budget_name=f"mixed_precision.avg_bits {config.avg_bits:g}")
+    overrides = tuple(LayerOverride(path=p, weight=replace(base.weight, bits=b)) for p, b in bits.items())
+    avg = sum(params[p] * b for p, b in bits.items()) / sum(params.values())
+    assignment = BitAssignment(bits, avg, sum(macs[p] * b * a_bits for p, b in bits.items()), sensitivity)
+    return replace(base, overrides=overrides), assignment
