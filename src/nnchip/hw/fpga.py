@@ -279,7 +279,8 @@ def fpga_cost(table: CostTable, device: FPGASpec, design: DesignConstants, energ
     in_width = np.maximum(np.where(has_binary, t_n * a_bits, 0), t_b * fl)
     in_banks = _ceil_div(in_width, width)
     bram_in = in_banks * _ceil_div(in_capacity, in_banks * design.bram36_bits)
-    w_bits_dsp = np.where(binary, fl, np.maximum(w_bits, fl))  # the first/last layers' 8-bit weights too
+    # second operands on the DSP engine: first/last weights (8 bits), attention activations, weights if w_bits > 1
+    w_bits_dsp = np.maximum(np.where(binary, fl, np.maximum(w_bits, fl)), a_bits)
     w_tile = np.maximum(np.where(has_binary, t_m * t_n, 0), t_a * dsp_pack_max * t_b * w_bits_dsp)
     bram_w = 2 * _ceil_div(w_tile, width)  # double-buffered weight tiles, one tile per port width
     out_lanes = np.maximum(np.where(has_binary, t_m, 0), t_a * dsp_pack_max)
