@@ -68,12 +68,12 @@ def table_softmax(x: Tensor, table: Tensor, *, out_bits: int = 8, dim: int = -1)
     d = max x − x, e = T[min(d, len(T) − 1)], f = ⌊2^52 / Σe⌋, y = round_half_up(e·f / 2^(52 − (out_bits−1))).
     Output unsigned at scale 2^−(out_bits−1). Σe ≤ 2^16·2^20 keeps f ≥ 2^16, and e·f ≤ 2^52.
     """
-    distance = x.amax(dim=dim, keepdim=True) - x
-    e = table[torch.clamp(distance, max=table.numel() - 1)]
+    distance = (x.amax(dim=dim, keepdim=True) - x).clamp_(max=table.numel() - 1)
+    e = torch.take(table, distance)  # a fresh buffer: the rest runs in place
     total = torch.clamp(e.sum(dim=dim, keepdim=True), min=1)
     factor = div_floor(torch.full_like(total, 2**SOFTMAX_RECIPROCAL_BITS), total)
     shift = SOFTMAX_RECIPROCAL_BITS - (out_bits - 1)
-    return asr(e * factor + (1 << (shift - 1)), shift)
+    return e.mul_(factor).add_(1 << (shift - 1)).bitwise_right_shift_(shift)
 
 
 SHIFT_GELU_SIGMA_BITS = 16  # σ on a 2^-15 grid inside the integer GELU

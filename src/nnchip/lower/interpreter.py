@@ -105,7 +105,9 @@ def _requant_node(node: IntNode, acc: Tensor, axis: int = 1, in_zp: int = 0, *, 
     if multiplier.numel() > 1:
         multiplier, shift = _channel_view(multiplier, acc.dim(), axis), _channel_view(shift, acc.dim(), axis)
     rounding = Rounding(node.attrs.get("rounding", "half_up"))
-    if owned and in_zp == 0 and rounding is Rounding.HALF_UP and bool((shift >= 1).all()):
+    if rounding is Rounding.HALF_UP and bool((shift >= 1).all()):
+        if not owned or in_zp:
+            acc = acc - in_zp if in_zp else acc.clone()  # one fresh buffer, then everything in place
         return requantize_inplace(acc, multiplier, shift, int(node.attrs["out_zero_point"]), int(node.attrs["lo"]),
                                   int(node.attrs["hi"]))
     return requantize(acc, multiplier, shift, in_zero_point=in_zp, out_zero_point=node.attrs["out_zero_point"],
