@@ -47,21 +47,15 @@ def load_cifar(path: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 # ---- models ----------------------------------------------------------------------------------------
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Zoo model named in the checkpoint's nnchip metadata, with the checkpoint's weights (safetensors)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """Zoo model named by the checkpoint's sidecar JSON (written by train_reference.py: model, model_options),
+    with the checkpoint's weights (safetensors)."""
+    from nnchip.models import build
+    from nnchip.train import load_weights
 
-    from nnchip.models import build  # type: ignore[attr-defined]
-
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("nnchip", "{}"))
-    name = meta.get("model") or meta.get("name") or path.stem.replace("_cifar10", "")
-    kwargs = dict(meta.get("model_kwargs") or meta.get("build_kwargs") or {})
-    kwargs.setdefault("num_classes", 10)
-    model = build(name, **kwargs)
-    state = load_file(str(path))
-    model.load_state_dict(state)
-    return model.eval(), {"name": name, **meta}
+    meta = json.loads(path.with_suffix(".json").read_text())
+    name = meta["model"]
+    model = build(name, num_classes=10, **meta.get("model_options", {}))
+    return load_weights(model, path).eval(), {"name": name, **meta}
 
 
 def top1(model: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
