@@ -2,15 +2,16 @@
 
 For each reference checkpoint and each (v, K) × metric: convert the inner conv/linear layers (all but the first
 and the last) with `vq` (k-means on the calibration images), run the multistage training for a fixed number of
-steps per stage (`--steps`: reconstruction, joint; the final table-quantized stage gets half), quantize every
+steps per stage (`--steps` for each of reconstruction, joint and final; `--backward ste` by default: the
+straight-through joint gradient, `soft` for LUT-NN's soft assignment, ~4× slower here), quantize every
 other tensor W8A8 (PTQ) and report top-1 on the test images: float, k-means only, after training (integer
 tables), W8A8 fake-quant; training wall time; and the modeled hardware ratios (hw.lut_engine: energy with and
 without DRAM, logic area, cycles) of the LUT engine against a 16×16 INT8 MAC array on the converted layers.
 The integer model of the first configuration is lowered and checked bit-exact (interpreter vs deploy forward)
 on 64 test images. LUT-DLA's reported CNN accuracy drops (0.1–3.1 % L2, 0.1–3.4 % L1, 0.1–3.8 % Chebyshev)
-are printed beside ours; they come from full-length training, ours from a few hundred steps on 2 threads.
+are printed beside ours; they come from full-length training, ours from a few dozen steps per stage on 2 threads.
 
-    python benchmarks/bench_vq_cifar.py --threads 2 --steps 150 --out benchmarks/results/vq_cifar.json
+    python benchmarks/bench_vq_cifar.py --threads 2 --steps 40 --out benchmarks/results/vq_cifar.json
 """
 
 from __future__ import annotations
@@ -70,21 +71,22 @@ def bit_exact_check(qmodel: Any, images: Tensor) -> bool:
 
 
 def run_config(model: nn.Module, train_set: Any, test_set: Any, calib: Tensor, v: int, k: int, metric: str,
-               steps: int, check: bool) -> dict[str, Any]:
+               steps: int, backward: str, check: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    lut_model = vq(model, VQConfig(v=v, k=k, metric=metric, kmeans_samples=4096), example_inputs=calib[:2],
+    lut_model = vq(model, VQConfig(v=v, k=k, metric=metric, kmeans_samples=2048, kmeans_iters=15),
+                   example_inputs=calib[:2],
                    calibration=list(calib.split(128)))
     kmeans_s = time.perf_counter() - started
     kmeans_acc = evaluate(lut_model, test_set, batch_size=100)
     config = VQTrainConfig(recon_epochs=1, joint_epochs=1, final_epochs=1, batch_size=32, max_steps=steps,
-                           joint_lr=5e-4, final_lr=2e-4, progress=False)
+                           joint_lr=5e-4, final_lr=2e-4, backward=backward, progress=False)
     result = train_vq(lut_model, train_set, config, teacher=model)
     lut_acc = evaluate(lut_model, test_set, batch_size=100)
     qmodel = calibrate(quantize(lut_model, QuantConfig(), example_inputs=calib[:2]), list(calib.split(128)))
     q_acc = evaluate(qmodel, test_set, batch_size=100)
     converted = [name for name, _ in lut_layers(lut_model)]
-    record = {"v": v, "k": k, "metric": metric, "steps_per_stage": steps, "lut_layers": len(converted),
-              "kmeans_acc": kmeans_acc, "lut_acc": lut_acc, "w8a8_acc": q_acc,
+    record = {"v": v, "k": k, "metric": metric, "steps_per_stage": steps, "backward": backward,
+              "lut_layers": len(converted), "kmeans_acc": kmeans_acc, "lut_acc": lut_acc, "w8a8_acc": q_acc,
               "train_s": round(kmeans_s + sum(result.seconds.values()), 1),
               **hardware_ratios(model, converted, v, k, metric)}
     if check:
@@ -98,7 +100,8 @@ def main() -> None:
     parser.add_argument("--models", default="resnet20_cifar10")
     parser.add_argument("--configs", default="4x16,8x16", help="v x K pairs")
     parser.add_argument("--metrics", default="l2,l1,chebyshev")
-    parser.add_argument("--steps", type=int, default=150, help="training steps per stage (batch 32)")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per stage (batch 32)")
+    parser.add_argument("--backward", default="ste", choices=("soft", "ste"), help="joint-stage gradient")
     parser.add_argument("--train-images", type=int, default=20000)
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
@@ -119,7 +122,7 @@ def main() -> None:
             v, k = (int(p) for p in pair.split("x"))
             for metric in args.metrics.split(","):
                 record = {"model": name, "float_acc": float_acc,
-                          **run_config(model, train_set, test_set, calib, v, k, metric, args.steps,
+                          **run_config(model, train_set, test_set, calib, v, k, metric, args.steps, args.backward,
                                        check=index == 0 and metric == args.metrics.split(",")[0])}
                 record["drop_pp"] = round(100 * (float_acc - record["w8a8_acc"]), 2)
                 record["lut_dla_drop_pp"] = (LUT_DLA_TRANSFORMER_DROP_PP if "vit" in name

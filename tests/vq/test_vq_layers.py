@@ -105,3 +105,16 @@ def test_configs_round_trip() -> None:
 
 def test_lut_layer_is_a_capture_leaf() -> None:
     assert LUTLayer.nnchip_leaf and LUTLayer.nnchip_kind == "vq_lut"
+
+
+def test_vq_package_stays_independent_of_lower_and_export() -> None:
+    """The deploy forward imports nnchip.vq, so nnchip.vq must not reach the interpreter or the reader."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "src" / "nnchip" / "vq"
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(n.startswith(("nnchip.lower", "nnchip.export")) for n in names), path.name

@@ -52,3 +52,14 @@ def test_reconstruction_stage_lowers_the_layer_output_error(digits_cnn: tuple) -
     train_vq(gm, split.train, VQTrainConfig(recon_epochs=2, joint_epochs=0, final_epochs=0, recon_lr=1e-2,
                                             progress=False))
     assert lut_loss() < 0.9 * before
+
+
+def test_straight_through_variant_trains_every_layer(digits_cnn: tuple) -> None:
+    split, model, float_acc = digits_cnn
+    calib = torch.stack([split.train[i][0] for i in range(256)])
+    gm = vq(model, VQConfig(v=4, k=16, metric="chebyshev"), example_inputs=calib[:2], calibration=[calib])
+    before = {name: layer.weight.detach().clone() for name, layer in lut_layers(gm)}
+    train_vq(gm, split.train, VQTrainConfig(recon_epochs=0, joint_epochs=1, final_epochs=1, backward="ste", max_steps=15,
+                                            progress=False), teacher=model)
+    assert all(not torch.equal(before[name], layer.weight) for name, layer in lut_layers(gm))
+    assert evaluate(gm, split.test) >= float_acc - 0.05
