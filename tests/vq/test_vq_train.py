@@ -59,7 +59,8 @@ def test_straight_through_variant_trains_every_layer(digits_cnn: tuple) -> None:
     calib = torch.stack([split.train[i][0] for i in range(256)])
     gm = vq(model, VQConfig(v=4, k=16, metric="chebyshev"), example_inputs=calib[:2], calibration=[calib])
     before = {name: layer.weight.detach().clone() for name, layer in lut_layers(gm)}
-    train_vq(gm, split.train, VQTrainConfig(recon_epochs=0, joint_epochs=1, final_epochs=1, backward="ste", max_steps=15,
-                                            progress=False), teacher=model)
+    config = VQTrainConfig(recon_epochs=0, joint_epochs=1, final_epochs=1, backward="ste", max_steps=15,
+                           progress=False)
+    train_vq(gm, split.train, config, teacher=model)
     assert all(not torch.equal(before[name], layer.weight) for name, layer in lut_layers(gm))
     assert evaluate(gm, split.test) >= float_acc - 0.05
