@@ -53,6 +53,7 @@ class LUTLayer(nn.Module):
         self.table_bits, self.table_granularity = table_bits, table_granularity
         self.codebooks = nn.Parameter(torch.zeros(self.in_features // v, k, v))  # (C, K, v)
         self.log_tau = nn.Parameter(torch.zeros(()))
+        self.register_buffer("grid_scale", torch.zeros(()))  # > 0 once snapped: the input grid's scale
         self.mode = "hard"
         self.quantize_tables = False
         self.lut_loss: Tensor | None = None
@@ -102,8 +103,16 @@ class LUTLayer(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------------
     def encode(self, groups: Tensor) -> tuple[Tensor, Tensor]:
-        """Sub-vectors (C, N, v) -> (distances (C, N, K), nearest indices (C, N))."""
-        distances = METRICS.get(self.metric).distance(groups, self.codebooks)
+        """Sub-vectors (C, N, v) -> (distances (C, N, K), nearest indices (C, N)).
+
+        In eval mode after `snap_codebooks` (grid_scale > 0) inputs and centroids are on the input grid and the
+        search runs on their integer offsets, exactly as the integer model does (ties -> the lowest index)."""
+        metric = METRICS.get(self.metric)
+        if not self.training and float(self.grid_scale) > 0:
+            scale = self.grid_scale.to(groups.dtype)
+            distances = metric.int_distance(torch.round(groups / scale), torch.round(self.codebooks / scale))
+        else:
+            distances = metric.distance(groups, self.codebooks)
         return distances, nearest_index(distances)
 
     def nearest(self, index: Tensor) -> Tensor:

@@ -2,9 +2,10 @@
 
 The integer model compares quantized inputs with centroids rounded to the input grid
 (`clip(round(P / S_x) + z_x, qmin, qmax)`, docs/vq.md); the fake-quant model searches with float centroids.
-Snapping replaces P by S_x · (that integer − z_x), so both search the same centroids and the fake-quant
-accuracy is the integer model's (up to float rounding of distances). Run it after calibration (and again
-after QAT, which moves scales); lowering is unaffected by it except through the centroids themselves.
+Snapping replaces P by S_x · (that integer − z_x) and records S_x in the layer, whose eval-mode search then
+runs on the integer offsets round(x / S_x) and round(P / S_x) with the integer distance: the fake-quant model
+picks exactly the integer model's centroids, ties included. Run it after calibration and again after QAT
+(which moves scales; training mode always searches in float).
 """
 
 from __future__ import annotations
@@ -38,5 +39,6 @@ def snap_codebooks(qmodel: nn.Module) -> int:
         spec = quantizer.grid.spec
         codes = integer_codebooks(layer.codebooks, scale, zero_point, spec.qmin, spec.qmax)
         layer.codebooks.copy_(((codes - zero_point).double() * scale).to(layer.codebooks.dtype))
+        layer.grid_scale.fill_(scale)
         count += 1
     return count
