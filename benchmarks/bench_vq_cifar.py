@@ -12,6 +12,7 @@ on 64 test images. LUT-DLA's reported CNN accuracy drops (0.1–3.1 % L2, 0.1–
 are printed beside ours; they come from full-length training, ours from a few dozen steps per stage on 2 threads.
 
     python benchmarks/bench_vq_cifar.py --threads 2 --steps 40 --out benchmarks/results/vq_cifar.json
+    python benchmarks/bench_vq_cifar.py --dse-from benchmarks/results/vq_cifar.json     # the DSE table only
 """
 
 from __future__ import annotations
@@ -94,6 +95,27 @@ def run_config(model: nn.Module, train_set: Any, test_set: Any, calib: Tensor, v
     return record
 
 
+def print_dse(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The (v, K, table bits, engines, metric) sweep on the ResNet-20 inner layers with the measured accuracies."""
+    from nnchip.hw.lut_dse import lut_dse, pareto
+
+    model = load_reference("resnet20_cifar10")
+    layers = list(workload_from_model(model, torch.randn(1, 3, 32, 32)).layers[1:-1])
+    accuracy = {(r["v"], r["k"], r["metric"]): r["w8a8_acc"] for r in records if r["model"].startswith("resnet20")}
+    rows = lut_dse(layers, load_energy(), vs=(4, 8, 16), ks=(8, 16, 32), table_bits=(4, 8), engines=(1, 4, 16),
+                   accuracy=accuracy)
+    front = pareto(rows)
+    print("\nPareto front (energy with DRAM, logic area, cycles) of the LUT design space, MAC array 16×16 INT8:")
+    print("| v | K | b_T | engines | metric | E ratio | E on-chip | area ratio | speed-up | tables KiB | top-1 |")
+    print("|" + "---|" * 11)
+    for r in sorted(front, key=lambda r: -r["energy_ratio"]):
+        acc = f"{100 * r['acc']:.2f}" if "acc" in r else "–"
+        print(f"| {r['v']} | {r['k']} | {r['table_bits']} | {r['engines']} | {r['metric']} | {r['energy_ratio']:.2f} | "
+              f"{r['energy_ratio_onchip']:.2f} | {r['area_ratio']:.2f} | {r['speedup']:.2f} | "
+              f"{r['storage_kib']:.0f} | {acc} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -106,7 +128,11 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vq_cifar.json"))
+    parser.add_argument("--dse-from", default=None, help="only print the DSE with the accuracies of this JSON")
     args = parser.parse_args()
+    if args.dse_from:
+        print_dse(json.loads(Path(args.dse_from).read_text()))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     split = load_cifar10_tar(args.data)
@@ -143,6 +169,7 @@ def main() -> None:
               f"{r['drop_pp']:.2f} | {r['lut_dla_drop_pp'][0]}–{r['lut_dla_drop_pp'][1]} | {r['energy_ratio']:.2f} | "
               f"{r['energy_ratio_onchip']:.2f} | {r['area_ratio']:.2f} | {r['train_s']} |")
     print(f"median train s per config: {statistics.median(r['train_s'] for r in records):.1f}")
+    print_dse(records)
 
 
 if __name__ == "__main__":
