@@ -105,3 +105,36 @@ def test_configs_round_trip() -> None:
 
 def test_lut_layer_is_a_capture_leaf() -> None:
     assert LUTLayer.nnchip_leaf and LUTLayer.nnchip_kind == "vq_lut"
+
+
+def test_vq_package_stays_independent_of_lower_and_export() -> None:
+    """The deploy forward imports nnchip.vq, so nnchip.vq must not reach the interpreter or the reader."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "src" / "nnchip" / "vq"
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(n.startswith(("nnchip.lower", "nnchip.export")) for n in names), path.name
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "chebyshev"])
+def test_snapped_codebooks_make_the_fake_quant_search_the_integer_one(metric: str) -> None:
+    from nnchip import QuantConfig, calibrate, quantize
+    from nnchip.lower import lower, run
+    from nnchip.vq import snap_codebooks
+
+    gm = converted(build("cnn_tiny", in_channels=1, image_size=8), metric=metric, k=16)
+    qmodel = calibrate(quantize(gm, QuantConfig(), example_inputs=X[:2]), [X])
+    assert snap_codebooks(qmodel) == 2
+    graph = lower(qmodel)
+    tensors = run(graph, qmodel.gm.get_submodule(graph.inputs[0]).int_values(X).to(torch.int64)).tensors
+    layers = dict(lut_layers(qmodel.gm))
+    for node in (n for n in graph.nodes if n.op == "vq_encode"):
+        x = graph.tensors[node.inputs[0]]
+        real = (tensors[x.name] - x.zero_point).float() * x.scale  # the fake-quant values of the same integers
+        layer = layers[node.attrs["source"].split(" ")[0]]
+        index = layer.encode(layer.groups(layer.rows(real)))[1].transpose(0, 1)  # (N, C)
+        assert torch.equal(index.reshape(tensors[node.output].shape), tensors[node.output]), node.name

@@ -26,7 +26,7 @@ def test_lutboost_stages_keep_accuracy_close_to_float(digits_cnn: tuple, tmp_pat
     split, model, float_acc = digits_cnn
     calib = torch.stack([split.train[i][0] for i in range(256)])
     gm = vq(model, VQConfig(v=4, k=16, metric="l1"), example_inputs=calib[:2], calibration=[calib])
-    config = VQTrainConfig(recon_epochs=1, joint_epochs=1, final_epochs=1, progress=False,
+    config = VQTrainConfig(recon_epochs=1, joint_epochs=1, final_epochs=1, max_steps=15, progress=False,
                            checkpoint_dir=str(tmp_path))
     result = train_vq(gm, split.train, config, teacher=model)
     assert set(result.seconds) == {"reconstruct", "joint", "final"}
@@ -52,3 +52,27 @@ def test_reconstruction_stage_lowers_the_layer_output_error(digits_cnn: tuple) -
     train_vq(gm, split.train, VQTrainConfig(recon_epochs=2, joint_epochs=0, final_epochs=0, recon_lr=1e-2,
                                             progress=False))
     assert lut_loss() < 0.9 * before
+
+
+def test_straight_through_variant_trains_every_layer(digits_cnn: tuple) -> None:
+    split, model, float_acc = digits_cnn
+    calib = torch.stack([split.train[i][0] for i in range(256)])
+    gm = vq(model, VQConfig(v=4, k=16, metric="chebyshev"), example_inputs=calib[:2], calibration=[calib])
+    before = {name: layer.weight.detach().clone() for name, layer in lut_layers(gm)}
+    config = VQTrainConfig(recon_epochs=0, joint_epochs=1, final_epochs=1, backward="ste", max_steps=15,
+                           progress=False)
+    train_vq(gm, split.train, config, teacher=model)
+    assert all(not torch.equal(before[name], layer.weight) for name, layer in lut_layers(gm))
+    assert evaluate(gm, split.test) >= float_acc - 0.05
+
+
+def test_vit_lut_layers_train_in_every_stage(digits_cnn: tuple) -> None:
+    from models_for_tests import TransformerViT
+
+    split = digits_cnn[0]
+    calib = torch.stack([split.train[i][0] for i in range(128)])
+    gm = vq(TransformerViT().eval(), VQConfig(v=4, k=8, metric="l2"), example_inputs=calib[:2], calibration=[calib])
+    codebooks = {name: layer.codebooks.detach().clone() for name, layer in lut_layers(gm)}
+    result = train_vq(gm, split.train, VQTrainConfig(max_steps=3, progress=False))
+    assert set(result.seconds) == {"reconstruct", "joint", "final"}
+    assert all(not torch.equal(codebooks[name], layer.codebooks) for name, layer in lut_layers(gm))

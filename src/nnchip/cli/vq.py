@@ -4,8 +4,8 @@ A VQ recipe is a quantization recipe (docs/recipes.md: model, data, quant, ptq, 
     vq:        VQConfig fields (v, k, metric, layers, include, exclude, table_bits, ...)
     vq_train:  VQTrainConfig fields (recon_epochs, joint_epochs, final_epochs, learning rates, ...)
 Steps: float model (checkpoint or `pretrain`) → `vq` (k-means) → `train_vq` (stages 2–5, the float model as
-teacher) → `quantize` + PTQ of every other tensor (`quant`, `ptq`; optional `qat`) → lower, export (`--formats`)
-to DIR/export and verify with the numpy reader. Writes DIR/summary.json and DIR/qmodel.safetensors.
+teacher) → `quantize` + PTQ of every other tensor (`quant`, `ptq`; optional `qat`) → `snap_codebooks` → lower,
+export (`--formats`) to DIR/export and verify with the numpy reader. Writes DIR/summary.json and DIR/qmodel.safetensors.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 
 from nnchip.cli.common import add_out_argument, format_table, resolve_out, set_determinism, write_summary
 from nnchip.core.errors import ConfigError, DataError
-from nnchip.vq import VQConfig, VQTrainConfig, lut_layers, train_vq, vq
+from nnchip.vq import VQConfig, VQTrainConfig, lut_layers, snap_codebooks, train_vq, vq
 
 DEFAULT_OUT = "nnchip-out/vq"
 VQ_KEYS = ("vq", "vq_train")
@@ -76,6 +76,7 @@ def run_vq_recipe(recipe: Any, vq_config: VQConfig, train_config: VQTrainConfig,
         t = time.perf_counter()
         qat(qmodel, recipe.qat, bundle, teacher=model)
         timings["qat_s"] = time.perf_counter() - t
+    snap_codebooks(qmodel)
     acc = top1(qmodel, bundle.test)
     name = recipe.model.name or Path(str(recipe.model.checkpoint)).stem
     record: dict[str, Any] = {

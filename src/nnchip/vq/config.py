@@ -14,6 +14,9 @@ VQTrainConfig (LUTBoost-style stages, each a number of epochs; 0 skips the stage
     recon_*             stage 2: centroids learn to reconstruct each layer's output (W, b frozen)
     joint_*             stage 3: everything trains; hard assignment forward, soft (temperature) backward
     final_*             stage 5: fine-tune with the integer tables (stage 4 switches table quantization on)
+    backward            joint/final stages: "soft" (LUT-NN: soft assignment with a learned temperature carries the
+                        gradient) or "ste" (LUT-DLA: straight-through the exact layer; the centroids learn from
+                        `beta` · the layers' output-reconstruction loss; cheaper: no (C, N, K) soft tensors)
     temperature         multiplies each layer's initial softmax temperature (the median nearest distance)
 """
 
@@ -27,6 +30,7 @@ from nnchip.core.errors import ConfigError
 
 LAYER_CHOICES = ("inner", "all")
 TABLE_GRANULARITIES = ("channel", "tensor")
+BACKWARDS = ("soft", "ste")
 
 
 def _from_dict(cls: type, data: Any, where: str) -> Any:
@@ -103,6 +107,8 @@ class VQTrainConfig:
     final_epochs: int = 1
     final_lr: float = 3e-4
     batch_size: int = 64
+    backward: str = "soft"
+    beta: float = 1.0
     temperature: float = 1.0
     weight_decay: float = 0.0
     distill_alpha: float = 0.5
@@ -120,6 +126,10 @@ class VQTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"vq_train.{name} must be a positive number, got {value!r}")
+        if self.backward not in BACKWARDS:
+            raise ConfigError(f"vq_train.backward must be one of {', '.join(BACKWARDS)}, got {self.backward!r}")
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or self.beta < 0:
+            raise ConfigError(f"vq_train.beta must be a non-negative number, got {self.beta!r}")
         if not 0 <= self.distill_alpha <= 1:
             raise ConfigError(f"vq_train.distill_alpha must be in [0, 1], got {self.distill_alpha!r}")
         if self.weight_decay < 0:

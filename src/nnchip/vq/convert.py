@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from nnchip.core.capture import capture, module_path_and_type
 from nnchip.core.errors import ConfigError, DataError, UnsupportedError
 from nnchip.core.fold_batchnorm import fold_batchnorm
 from nnchip.vq.config import VQConfig
+from nnchip.vq.integer import im2col_rows
 from nnchip.vq.kmeans import kmeans
 from nnchip.vq.layer import LUTLayer
 
@@ -92,8 +92,7 @@ def _rows(layer: nn.Module, x: Tensor) -> Tensor:
     """A layer's input as rows (N, D): linear (..., D); conv im2col, channel-major (c, i, j)."""
     width = int(layer.weight[0].numel())
     if isinstance(layer, nn.Conv2d):
-        cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # (B, D, L)
-        return cols.transpose(1, 2).reshape(-1, width)
+        return im2col_rows(x, layer.kernel_size, layer.stride, layer.padding, layer.dilation).reshape(-1, width)
     return x.reshape(-1, width)
 
 

@@ -1,8 +1,9 @@
 """The demo's VQ row: the digits CNN with its inner layers (conv2, conv3) as LUT layers.
 
 Registered as demo stage "vq" (order 40): `vq` (k-means) → `train_vq` (the float CNN as teacher) → W8A8
-quantization of every other tensor; the record carries `vq_v`, `vq_k`, `metric`, and the demo's
-lower_export_verify stage lowers, exports and verifies it like every other row. `recipes/vq/` holds the
+quantization of every other tensor → centroids snapped to their input grid; the record carries `vq_v`,
+`vq_k`, `metric`, and the demo's lower_export_verify stage lowers, exports and verifies it like every other
+row. `recipes/vq/` holds the
 same row as a recipe for `nnchip vq`.
 """
 
@@ -16,6 +17,7 @@ from nnchip.cli.demo import DIGITS_MODELS, FLOAT_TRAIN, DemoContext, register_de
 from nnchip.vq.config import VQConfig, VQTrainConfig
 from nnchip.vq.convert import vq
 from nnchip.vq.layer import lut_layers
+from nnchip.vq.snap import snap_codebooks
 from nnchip.vq.train import train_vq
 
 VQ_ROW: dict[str, Any] = {
@@ -47,6 +49,7 @@ def stage_vq(ctx: DemoContext) -> None:
     result = train_vq(lut_model, ctx.data.train, VQTrainConfig.from_dict(row["vq_train"]), teacher=float_model)
     recipe = recipe_from_dict({k: v for k, v in vq_row_recipe(row).items() if k not in ("vq", "vq_train")})
     qmodel = quantize_and_ptq(lut_model, quant_config_from_dict(row["quant"]), recipe.ptq, ctx.calib_batches)
+    snap_codebooks(qmodel)  # the fake-quant search uses the integer model's centroids
     ctx.add_record({
         "row_id": row["row_id"], "model": row["model"], "method": "vq", "w_bits": None,
         "avg_bits": round(vq_config.index_bits / vq_config.v, 3),  # index bits per input element of a LUT layer

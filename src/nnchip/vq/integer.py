@@ -60,14 +60,18 @@ def integer_bias(bias: Tensor | None, scales: Tensor) -> Tensor:
     return torch.round(bias.detach().double() / scales).to(torch.int64)
 
 
-def im2col_rows(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-                dilation: tuple[int, int], pad_value: float) -> Tensor:
-    """(B, C_in, H, W) -> (B, OH, OW, C_in·k_h·k_w), channel-major columns, borders padded with `pad_value`."""
-    b, _, h, w = x.shape
-    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    cols = F.unfold(x - pad_value, kernel, dilation, padding, stride) + pad_value  # (B, D, OH·OW)
-    return cols.transpose(1, 2).reshape(b, oh, ow, -1)
+def im2col_rows(x: Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...],
+                dilation: tuple[int, ...], pad_value: float = 0.0) -> Tensor:
+    """(B, C_in, H, W) -> (B, OH, OW, C_in·k_h·k_w), channel-major columns, borders padded with `pad_value`.
+
+    Built from strided views (pad, Tensor.unfold, permute) and one copy; differentiable."""
+    ph, pw = padding
+    padded = F.pad(x, (pw, pw, ph, ph), value=pad_value) if ph or pw else x
+    span_h, span_w = dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1
+    windows = padded.unfold(2, span_h, stride[0]).unfold(3, span_w, stride[1])  # (B, C, OH, OW, span_h, span_w)
+    windows = windows[..., :: dilation[0], :: dilation[1]]  # (B, C, OH, OW, k_h, k_w)
+    b, c, oh, ow = windows.shape[:4]
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(b, oh, ow, c * kernel[0] * kernel[1])
 
 
 def encode_int(rows: Tensor, codebook: Tensor, metric: str) -> Tensor:

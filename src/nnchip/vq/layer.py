@@ -5,8 +5,9 @@ K centroids P[c] (K, v); T[c] = P[c] · W[:, c·v:(c+1)·v]ᵀ (K, M). The forwa
     idx[n, c] = argmin_k dist(x[n, c], P[c, k])           (ties: lowest k)
     y[n]      = Σ_c T[c, idx[n, c]] + b  =  x̂[n] · Wᵀ + b,   x̂ = the nearest centroids, concatenated
 Training modes (`mode`, in train mode only; eval always runs the hard forward):
-    "reconstruct"  value x̂·Wᵀ + b, gradient of x·Wᵀ + b; stores `lut_loss` = ‖x̂·Wᵀ − sg(x·Wᵀ)‖² / ‖x·Wᵀ‖²
-                   (trains the centroids to reconstruct the layer's output; W and b are frozen by the trainer)
+    "reconstruct"  value Σ_c T[c, idx] + b, gradient of x·Wᵀ + b (straight-through); stores `lut_loss` =
+                   ‖x̂·Wᵀ − sg(x·Wᵀ)‖² / ‖x·Wᵀ‖², the centroids' training signal (LUT-DLA's formulation; stage 2
+                   freezes W and b, the "ste" joint stages train everything on the task loss + β·lut_loss)
     "joint"        value of the hard assignment, gradient of the soft one: a = softmax_k(−dist / τ),
                    x̃ = Σ_k a_k P_k, y = x̃·Wᵀ + b + sg(hard − soft); τ = exp(log_tau) is learned
 With `quantize_tables` the forward value is the integer-table result Σ_c s_T·T_int[c, idx] + b
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nnchip.vq.integer import float_tables, quantize_tables, table_scales
+from nnchip.vq.integer import float_tables, im2col_rows, quantize_tables, table_scales
 from nnchip.vq.metrics import METRICS, nearest_index
 
 MODES = ("hard", "reconstruct", "joint")
@@ -52,6 +53,7 @@ class LUTLayer(nn.Module):
         self.table_bits, self.table_granularity = table_bits, table_granularity
         self.codebooks = nn.Parameter(torch.zeros(self.in_features // v, k, v))  # (C, K, v)
         self.log_tau = nn.Parameter(torch.zeros(()))
+        self.register_buffer("grid_scale", torch.zeros(()))  # > 0 once snapped: the input grid's scale
         self.mode = "hard"
         self.quantize_tables = False
         self.lut_loss: Tensor | None = None
@@ -70,8 +72,8 @@ class LUTLayer(nn.Module):
         """Input -> rows (N, D): linear (..., D); conv (B, C_in, H, W) -> im2col (B·OH·OW, D)."""
         if not self.is_conv:
             return x.reshape(-1, self.in_features)
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, D, L)
-        return cols.transpose(1, 2).reshape(-1, self.in_features)
+        cols = im2col_rows(x, self.kernel_size, self.stride, self.padding, self.dilation)  # (B, OH, OW, D)
+        return cols.reshape(-1, self.in_features)
 
     def unrows(self, y: Tensor, x: Tensor) -> Tensor:
         """Rows (N, M) -> output shape: linear (..., M); conv (B, M, OH, OW)."""
@@ -83,8 +85,8 @@ class LUTLayer(nn.Module):
         return y.reshape(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
 
     def groups(self, rows: Tensor) -> Tensor:
-        """Rows (N, D) -> sub-vectors (C, N, v)."""
-        return rows.reshape(rows.shape[0], self.num_codebooks, self.v).transpose(0, 1)
+        """Rows (N, D) -> sub-vectors (C, N, v), contiguous."""
+        return rows.reshape(rows.shape[0], self.num_codebooks, self.v).transpose(0, 1).contiguous()
 
     def flat_weight(self) -> Tensor:
         return self.weight.reshape(self.out_features, self.in_features)  # (M, D)
@@ -101,46 +103,52 @@ class LUTLayer(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------------
     def encode(self, groups: Tensor) -> tuple[Tensor, Tensor]:
-        """Sub-vectors (C, N, v) -> (distances (C, N, K), nearest indices (C, N))."""
-        distances = METRICS.get(self.metric).distance(groups, self.codebooks)
+        """Sub-vectors (C, N, v) -> (distances (C, N, K), nearest indices (C, N)).
+
+        In eval mode after `snap_codebooks` (grid_scale > 0) inputs and centroids are on the input grid and the
+        search runs on their integer offsets, exactly as the integer model does (ties -> the lowest index)."""
+        metric = METRICS.get(self.metric)
+        if not self.training and float(self.grid_scale) > 0:
+            scale = self.grid_scale.to(groups.dtype)
+            distances = metric.int_distance(torch.round(groups / scale), torch.round(self.codebooks / scale))
+        else:
+            distances = metric.distance(groups, self.codebooks)
         return distances, nearest_index(distances)
 
     def nearest(self, index: Tensor) -> Tensor:
         """Nearest centroids (C, N, v) of indices (C, N); differentiable with respect to the codebooks."""
         return torch.gather(self.codebooks, 1, index.unsqueeze(-1).expand(-1, -1, self.v))
 
+    def gather(self, tables: Tensor, index: Tensor) -> Tensor:
+        """Σ_c tables[c, index[c, n]] (+ bias): tables (C, K, M), index (C, N) -> (N, M)."""
+        flat = index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k  # (N, C) rows of (C·K, M)
+        total = F.embedding_bag(flat, tables.reshape(-1, self.out_features), mode="sum")
+        return total if self.bias is None else total + self.bias
+
     def forward(self, x: Tensor) -> Tensor:
         rows = self.rows(x)  # (N, D)
         n = rows.shape[0]
-        groups = self.groups(rows)  # (C, N, v)
-        distances, index = self.encode(groups)
-        weight = self.flat_weight()
-        x_hard = self.nearest(index).transpose(0, 1).reshape(n, self.in_features)  # (N, D)
         mode = self.mode if self.training else "hard"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and mode == "joint"):  # only soft weights need grads
+            distances, index = self.encode(self.groups(rows))  # (C, N, K), (C, N)
+        if mode == "hard":
+            tables = self.dequantized_tables() if self.quantize_tables else self.tables()
+            return self.unrows(self.gather(tables, index), x)
+        with torch.no_grad():  # the forward value: the table look-up (integer tables when quantized)
+            value = self.gather(self.dequantized_tables() if self.quantize_tables else self.tables(), index)
+        weight = self.flat_weight()
         if mode == "reconstruct":
+            x_hard = self.nearest(index).transpose(0, 1).reshape(n, self.in_features)  # (N, D)
             exact = F.linear(rows, weight, self.bias)
             target = exact.detach()
             hard = F.linear(x_hard, weight.detach(), None if self.bias is None else self.bias.detach())
             self.lut_loss = (hard - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
-            y = exact + (hard - exact).detach()
-        elif mode == "joint":
+            path = exact
+        else:
             weights = torch.softmax(-distances / self.log_tau.exp(), dim=-1)  # (C, N, K)
             x_soft = torch.bmm(weights, self.codebooks).transpose(0, 1).reshape(n, self.in_features)
-            soft = F.linear(x_soft, weight, self.bias)
-            with torch.no_grad():
-                hard = F.linear(x_hard, weight, self.bias)
-            y = soft + (hard - soft).detach()
-        else:
-            y = F.linear(x_hard, weight, self.bias)
-        if self.quantize_tables:
-            with torch.no_grad():
-                tables = self.dequantized_tables()  # (C, K, M)
-                flat = index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k  # (N, C)
-                y_int = F.embedding_bag(flat, tables.reshape(-1, self.out_features), mode="sum")  # (N, M)
-                if self.bias is not None:
-                    y_int = y_int + self.bias
-            y = y + (y_int - y).detach()
-        return self.unrows(y, x)
+            path = F.linear(x_soft, weight, self.bias)
+        return self.unrows(path + (value - path).detach(), x)
 
 
 def lut_layers(model: nn.Module) -> list[tuple[str, LUTLayer]]:

@@ -5,6 +5,7 @@ Stage 1 (k-means initialisation) happens in `vq`. Then, on (image, label) pairs:
                  inputs that the hard LUT layers before it produce)
   3 joint        every parameter trains; hard assignment forward, soft assignment (temperature) backward;
                  loss = cross-entropy, blended with distillation from `teacher` (the float model) if given
+                 (`backward="ste"`: straight-through the exact layer, + β · Σ_layers reconstruction loss)
   4 tables       table quantization is switched on (integer tables, `VQConfig.table_bits`)
   5 final        as stage 3, the forward value computed from the integer tables (straight-through)
 AdamW with a cosine learning rate per stage; a progress bar per epoch; with `checkpoint_dir`, a checkpoint
@@ -45,6 +46,9 @@ def _stage_loss(model: nn.Module, stage: str, images: Tensor, labels: Tensor, co
         losses = [layer.lut_loss for _, layer in lut_layers(model) if layer.lut_loss is not None]
         return torch.stack(losses).sum()
     loss = F.cross_entropy(logits, labels)
+    if config.backward == "ste" and config.beta > 0:
+        loss = loss + config.beta * torch.stack([layer.lut_loss for _, layer in lut_layers(model)
+                                                 if layer.lut_loss is not None]).sum()
     if teacher is not None and config.distill_alpha > 0:
         with torch.no_grad():
             soft = teacher(images)
@@ -105,7 +109,8 @@ def train_vq(model: nn.Module, data: Dataset, config: VQTrainConfig, *, teacher:
             ("joint", config.joint_epochs, config.joint_lr, everything, False),
             ("final", config.final_epochs, config.final_lr, everything, True))
     for stage, epochs, lr, params, quantized in plan:
-        set_mode(model, "reconstruct" if stage == "reconstruct" else "joint", quantize_tables=quantized)
+        soft = stage != "reconstruct" and config.backward == "soft"
+        set_mode(model, "joint" if soft else "reconstruct", quantize_tables=quantized)
         if epochs == 0:
             continue
         started = time.perf_counter()

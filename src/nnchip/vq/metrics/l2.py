@@ -10,7 +10,7 @@ from nnchip.vq.metrics import METRICS, Metric
 
 def l2_distance(x: Tensor, codebook: Tensor) -> Tensor:
     """x (G, N, v), codebook (G, K, v) -> (G, N, K) Euclidean distances."""
-    return torch.cdist(x, codebook, p=2.0, compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.cdist(x, codebook, p=2.0)  # matrix-product form for large N (float rounding only)
 
 
 def l2_int_distance(x: Tensor, codebook: Tensor) -> Tensor:
