@@ -97,17 +97,22 @@ class Recipe:
 
 
 # ---- loading ---------------------------------------------------------------------------------------
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; relative data/checkpoint paths are relative to the file's directory."""
-    path = Path(path)
+def read_recipe_yaml(path: Path) -> Any:
+    """The parsed YAML of a recipe file (safe_load); a missing file or bad YAML is a one-line error."""
     if not path.is_file():
         raise DataError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; relative data/checkpoint paths are relative to the file's directory."""
+    path = Path(path)
+    data = read_recipe_yaml(path)
     if data is None:
         raise ConfigError(f"{path}: the recipe is empty")
     return recipe_from_dict(data, base_dir=path.parent, source=str(path))

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from nnchip.cli.common import add_out_argument, format_table, resolve_out, set_determinism, write_summary
-from nnchip.core.errors import ConfigError, DataError
+from nnchip.core.errors import ConfigError
 from nnchip.quant.mixed_precision import MixedPrecisionConfig, assign_bits
-from nnchip.recipes import Recipe, recipe_from_dict
+from nnchip.recipes import Recipe, read_recipe_yaml, recipe_from_dict
 
 DEFAULT_OUT = "nnchip-out/mixed-precision"
 HESSIAN_BATCHES = 2
@@ -81,12 +80,7 @@ def run_mixed_precision(recipe: Recipe, config: MixedPrecisionConfig, out_dir: P
 
 def _run(args: argparse.Namespace) -> int:
     path = Path(args.recipe)
-    if not path.is_file():
-        raise DataError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    data = read_recipe_yaml(path)
     recipe, config = mixed_precision_recipe_from_dict(data, base_dir=path.parent, source=str(path))
     out_dir = resolve_out(args, fallback=recipe.out)
     if args.threads:

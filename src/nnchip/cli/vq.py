@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from nnchip.cli.common import add_out_argument, format_table, resolve_out, set_determinism, write_summary
-from nnchip.core.errors import ConfigError, DataError
+from nnchip.core.errors import ConfigError
+from nnchip.recipes import read_recipe_yaml
 from nnchip.vq import VQConfig, VQTrainConfig, lut_layers, snap_codebooks, train_vq, vq
 
 DEFAULT_OUT = "nnchip-out/vq"
@@ -31,12 +31,7 @@ def load_vq_recipe(path: str | Path) -> tuple[Any, VQConfig, VQTrainConfig]:
     from nnchip.recipes import recipe_from_dict
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    data = read_recipe_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a VQ recipe must be a mapping with a `vq` section")
     if "vq" not in data:

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nnchip.core.errors import ConfigError, DataError
+from nnchip.core.errors import ConfigError
 from nnchip.prune.config import PruneConfig
-from nnchip.recipes import Recipe, recipe_from_dict
+from nnchip.recipes import Recipe, read_recipe_yaml, recipe_from_dict
 
 
 @dataclass(frozen=True)
@@ -82,10 +80,5 @@ def prune_recipe_from_dict(data: Any, *, base_dir: Path | None = None, source: s
 
 def load_prune_recipe(path: str | Path) -> PruneRecipe:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: not valid YAML") from None
+    data = read_recipe_yaml(path)
     return prune_recipe_from_dict(data, base_dir=path.parent, source=str(path))
