@@ -100,3 +100,22 @@ def test_requantize_is_within_one_lsb_of_the_real_value(acc: int, real: float, z
     m0, n = quantize_multiplier(real)
     y = int(requantize(torch.tensor([acc]), m0, n, out_zero_point=zp, lo=-(2**40), hi=2**40))
     assert abs((y - zp) - acc * real) <= 0.5 + abs(acc) * real * 2.0**-30 + 1e-9
+
+
+def test_fake_quantize_gradients_are_the_straight_through_ones() -> None:
+    """The hand-written backward equals autograd through the reference expression (LSQ / LSQ+ gradients)."""
+    from nnchip.core.qmath import fake_quantize_affine, round_ste
+
+    torch.manual_seed(0)
+    for scale_shape in [(), (4, 1)]:
+        x = (torch.randn(4, 50) * 3).requires_grad_(True)
+        scale = (torch.rand(scale_shape) + 0.2).requires_grad_(True)
+        zero_point = torch.full(scale_shape, 3.0, requires_grad=True)
+        upstream = torch.randn(4, 50)
+        reference = scale * (torch.clamp(round_ste(x / scale) + zero_point, -8, 7) - zero_point)
+        expected = torch.autograd.grad((reference * upstream).sum(), [x, scale, zero_point])
+        value = fake_quantize_affine(x, scale, zero_point, -8, 7)
+        got = torch.autograd.grad((value * upstream).sum(), [x, scale, zero_point])
+        assert torch.equal(value, reference)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

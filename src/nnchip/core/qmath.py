@@ -39,14 +39,45 @@ def dequantize_affine(q: Tensor, scale: Tensor, zero_point: Tensor) -> Tensor:
     return scale * (q - zero_point)
 
 
+class _FakeQuantize(torch.autograd.Function):
+    """x̂ = s·(clip(round(x/s) + z, qmin, qmax) − z) with the STE gradients written out, so a QAT step costs a
+    few fused passes instead of autograd through every elementwise op:
+        ∂x̂/∂x = 1 inside the range, 0 outside
+        ∂x̂/∂s = (q − z) − x/s inside, q − z outside (LSQ)
+        ∂x̂/∂z = 0 inside, −s outside (LSQ+)"""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:  # type: ignore[override]
+        ratio = x / scale
+        unclamped = torch.round(ratio).add_(zero_point)
+        q = unclamped.clamp(qmin, qmax)
+        inside = unclamped == q
+        ctx.save_for_backward(ratio, q, inside, scale, zero_point)
+        return (q - zero_point).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        ratio, q, inside, scale, zero_point = ctx.saved_tensors
+        zero = grad.new_zeros(())
+        grad_x = torch.where(inside, grad, zero) if ctx.needs_input_grad[0] else None
+        grad_scale = grad_zero_point = None
+        if ctx.needs_input_grad[1]:
+            local = (q - zero_point).sub_(torch.where(inside, ratio, zero))
+            grad_scale = local.mul_(grad).sum_to_size(scale.shape)
+        if ctx.needs_input_grad[2]:
+            grad_zero_point = torch.where(inside, zero, grad).sum_to_size(zero_point.shape).mul_(-scale)
+        return grad_x, grad_scale, grad_zero_point, None, None
+
+
 def fake_quantize_affine(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
     """s · (clip(round_ste(x / s) + z, qmin, qmax) − z): STE inside the range, zero gradient outside.
 
     Gradients flow to `scale` and (if it requires grad) `zero_point` as LSQ/LSQ+ define them:
     d x̂/d s = round(x/s) − x/s inside the range, qmin−z or qmax−z outside.
     """
-    q = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
-    return scale * (q - zero_point)
+    zero_point = torch.as_tensor(zero_point, dtype=x.dtype, device=x.device)
+    scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
+    return _FakeQuantize.apply(x, scale, zero_point, qmin, qmax)
 
 
 def range_to_scale_zero_point(
