@@ -1,0 +1,579 @@
+"""The interpreter's execution plan: per node, the fastest evaluation that a static bound proves exact.
+
+Built once per IntGraph (cached while the graph is unchanged) by a static analysis over the graph:
+
+- every tensor gets a proven value range (graph inputs: their type, checked at run time; saturating nodes:
+  their clamp bounds; tables and constants: their extremes), which picks its storage dtype (uint8, int8,
+  int16, int32 or int64 — the values, never a re-encoding) and bounds every accumulator;
+- conv/linear/matmul get the weight-aware bound max_c(X·Σ_k|w[c,k]| + |bias[c]|) with X the largest
+  |x − in_zp| the input range allows. Below 2^24 the reduction runs on oneDNN's u8×s8 int8 kernels (when
+  `int8_backend.available()`) or in float32; above, it is split into input-channel chunks that each stay below
+  2^24 and the chunks are added in int64 (float64 when no chunking exists and the bound is below 2^53,
+  otherwise the integer reference). The accumulator check of the declared width runs only when this bound
+  does not already prove it (`needs_check`), so it can fire exactly when a value could leave the width;
+- requantization runs in float64 when `exact_float.window_exact` or `split_point` proves it exact, else int64;
+- Shiftmax and the GELU table become lookups indexed by the stored integers (the exponential table is built
+  with the contract's own `int_exp_shift`), LayerNorm row statistics are computed on exact integers in float
+  arithmetic with an exact integer square root.
+
+Nodes without a proven fast path (other rounding modes, wide types, unknown ops) run the integer reference
+evaluation that the interpreter passes in (`reference`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from nnchip.core.errors import ConversionError
+from nnchip.core.int_nonlinear import INT31_MAX, int_exp_shift
+from nnchip.core.intmath import requantize
+from nnchip.lower import int8_backend
+from nnchip.lower.exact_float import (
+    FLOAT32_EXACT,
+    FLOAT64_EXACT,
+    chunks_below,
+    floor_saturate_,
+    isqrt_rows,
+    requant_in_float,
+    requant_split,
+    split_point,
+    window_exact,
+)
+from nnchip.lower.intgraph import IntGraph, IntNode
+
+Range = tuple[int, int]
+
+
+@dataclass
+class Context:
+    policy: str  # "error" or "report"
+    overflows: list[str]
+    batch: int
+
+
+Step = Callable[[list[Tensor], Context], Tensor]
+
+
+@dataclass
+class Plan:
+    fingerprint: tuple[Any, ...]
+    steps: list[tuple[IntNode, Step]]
+    storage: dict[str, torch.dtype]  # per tensor name
+    ranges: dict[str, Range | None]
+    paths: dict[str, str] = field(default_factory=dict)  # node name -> how it runs (for reports and tests)
+
+
+def as_int64(value: Any) -> Any:
+    """Stored values (any integer or exact-float dtype, or a tuple of them) as contiguous int64."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(as_int64(v) for v in value)
+    if value.dtype.is_floating_point:
+        value = value.to(torch.int32 if value.dtype == torch.float32 else torch.int64)
+    return value.to(torch.int64, memory_format=torch.contiguous_format)
+
+
+def declared_bits(node: IntNode) -> int:
+    return int(node.attrs.get("declared_acc_bits", node.attrs.get("acc_bits", 32)))
+
+
+def check_accumulator(node: IntNode, acc: Tensor, context: Context) -> None:
+    """Flag an accumulator outside the node's declared width: raise or record, per the run's policy."""
+    bits = declared_bits(node)
+    limit = 1 << (bits - 1)
+    low, high = torch.aminmax(acc)
+    if float(high) >= limit or float(low) < -limit:
+        message = f"{node.attrs.get('source', node.name)}: accumulator outside {bits} bits"
+        if context.policy == "error":
+            raise ConversionError(message)
+        context.overflows.append(message)
+
+
+def apply_layout(node: IntNode, x: Tensor, batch: int) -> Tensor:
+    def decode(value: object) -> object:
+        if value == "batch":
+            return batch
+        if isinstance(value, dict) and "slice" in value:
+            return slice(*value["slice"])
+        if isinstance(value, dict) and value.get("ellipsis"):
+            return Ellipsis
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    fn = node.attrs["fn"]
+    args = [decode(a) for a in node.attrs["args"]]
+    kwargs = {k: decode(v) for k, v in node.attrs["kwargs"].items()}
+    if fn == "getitem":
+        index = args[0]
+        return x[tuple(index) if isinstance(index, list) else index]
+    method = {"reshape": "reshape", "flatten": "flatten", "permute": "permute", "transpose": "transpose",
+              "unflatten": "unflatten", "squeeze": "squeeze", "unsqueeze": "unsqueeze", "expand": "expand",
+              "unbind": "unbind", "chunk": "chunk", "split": "split"}[fn]
+    args = [tuple(a) if isinstance(a, list) else a for a in args]
+    return getattr(x, method)(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- static analysis
+
+_STORAGE = ((torch.uint8, 0, 255), (torch.int8, -128, 127), (torch.int16, -(2**15), 2**15 - 1),
+            (torch.int32, -(2**31), 2**31 - 1))
+_SATURATING = ("requant", "conv2d", "linear", "matmul", "add", "mean", "avgpool", "concat", "layernorm")
+
+
+def storage_dtype(value_range: Range | None) -> torch.dtype:
+    """The narrowest integer dtype that holds the range (int64 when unknown)."""
+    if value_range is not None:
+        for dtype, low, high in _STORAGE:
+            if low <= value_range[0] and value_range[1] <= high:
+                return dtype
+    return torch.int64
+
+
+def output_range(node: IntNode, ranges: dict[str, Range | None]) -> Range | None:
+    """The range that node's output is proven to stay in (None: unknown)."""
+    attrs = node.attrs
+    if node.op in ("identity", "layout", "maxpool"):
+        return ranges.get(node.inputs[0])
+    if node.op in _SATURATING and "lo" in attrs and "hi" in attrs:
+        return int(attrs["lo"]), int(attrs["hi"])
+    if node.op == "constant" and node.params["value"].size:
+        return int(node.params["value"].min()), int(node.params["value"].max())
+    if node.op == "lut" and node.params["table"].size:
+        return int(node.params["table"].min()), int(node.params["table"].max())
+    if node.op == "softmax":  # y = (e·floor((2^31−1)/sum)) >> (32 − b) <= max(2^31 − 1, max e) >> (32 − b)
+        e_max = abs(int(attrs["x0"])) << int(attrs["n"])
+        return 0, max(INT31_MAX, e_max) >> (32 - int(attrs["out_bits"]))
+    return None
+
+
+def magnitude(value_range: Range, zero_point: int = 0) -> int:
+    """max |x − zero_point| over the range."""
+    return max(abs(value_range[0] - zero_point), abs(value_range[1] - zero_point))
+
+
+# ---------------------------------------------------------------- requantization
+
+class Requant:
+    """sat(round_shift(v·M0[c], n[c]) + zp, lo, hi) of exact integers v (|v| <= v_max) along `axis`, HALF_UP."""
+
+    def __init__(self, node: IntNode, v_max: int, out_dtype: torch.dtype, *, axis: int = 1, index: int | None = None,
+                 zero_point: int | None = None) -> None:
+        m0 = np.asarray(node.params["multiplier"], dtype=np.int64).ravel()
+        shift = np.asarray(node.params["shift"], dtype=np.int64).ravel()
+        if index is not None:
+            m0, shift = m0[index:index + 1], shift[index:index + 1]
+        self.zp = int(node.attrs["out_zero_point"]) if zero_point is None else zero_point
+        self.lo, self.hi = int(node.attrs["lo"]), int(node.attrs["hi"])
+        self.m0, self.shift, self.axis, self.out_dtype = m0, shift, axis, out_dtype
+        self.m = torch.from_numpy(np.ldexp(m0.astype(np.float64), -shift))  # exact: M0 < 2^53
+        self.split = None
+        if v_max < FLOAT64_EXACT and window_exact(shift, self.zp, self.lo, self.hi):
+            self.mode = "float64"
+        elif v_max < FLOAT64_EXACT and (split := split_point(v_max, m0, shift)) is not None:
+            self.mode, self.split = "float64-split", split
+        else:
+            self.mode = "int64"
+
+    def _view(self, values: Tensor, ndim: int) -> Tensor:
+        if values.numel() == 1:
+            return values.reshape(())
+        shape = [1] * ndim
+        shape[self.axis] = -1
+        return values.reshape(shape)
+
+    def __call__(self, v: Tensor, *, owned: bool = False) -> Tensor:
+        if self.mode == "float64":
+            return requant_in_float(v, self._view(self.m, v.dim()), self.zp + 0.5, self.lo, self.hi, self.out_dtype,
+                                    owned=owned)
+        if self.mode == "float64-split":
+            shape = tuple(self._view(torch.zeros(self.m0.size), v.dim()).shape)
+            return requant_split(v.to(torch.float64), self.m0, self.shift, int(self.split or 0), shape, self.zp,
+                                 self.lo, self.hi, self.out_dtype)
+        multiplier = self._view(torch.from_numpy(self.m0), v.dim())
+        shift = self._view(torch.from_numpy(self.shift), v.dim())
+        y = requantize(as_int64(v), multiplier, shift, out_zero_point=self.zp, lo=self.lo, hi=self.hi)
+        return y.to(self.out_dtype)
+
+
+# ---------------------------------------------------------------- node kinds
+
+def _to_float(x: Tensor, dtype: torch.dtype, subtract: int = 0) -> Tensor:
+    y = x.to(dtype)
+    return y.sub_(subtract) if subtract else y
+
+
+class _Gemm:
+    """conv2d / linear: acc = Σ (x − in_zp)·w + bias, checked, requantized per output channel."""
+
+    def __init__(self, node: IntNode, x_range: Range, out_dtype: torch.dtype) -> None:
+        attrs = node.attrs
+        self.node, self.op = node, node.op
+        self.zp = int(attrs["in_zero_point"])
+        weight = np.asarray(node.params["weight"], dtype=np.int64)
+        bias = np.asarray(node.params["bias"], dtype=np.int64)
+        channels = weight.shape[0]
+        x_max = magnitude(x_range, self.zp)
+        per_k = x_max * np.abs(weight.reshape(channels, weight.shape[1], -1)).sum(axis=2)  # (C, K), K: in channels
+        bound = int((per_k.sum(axis=1) + np.abs(bias)).max(initial=0))  # max_c X·Σ|w[c]| + |bias[c]|
+        self.bound = bound
+        self.needs_check = bound >= 1 << (declared_bits(node) - 1)
+        self.weight, self.bias = torch.from_numpy(weight), torch.from_numpy(bias)
+        axis = 1 if self.op == "conv2d" else -1
+        self.requant = Requant(node, bound, out_dtype, axis=axis)
+        self.conv_args = ((attrs["stride"], attrs["padding"], attrs["dilation"], attrs["groups"])
+                          if self.op == "conv2d" else ())
+        self.offset = 0
+        self.kernel: Callable[[Tensor], Tensor] | None = None
+        self.chunks: list[tuple[int, int]] | None = None
+        groups = int(attrs.get("groups", 1))
+        offset = -x_range[0] if x_range[0] < 0 else 0
+        if (bound < FLOAT32_EXACT and x_range[1] + offset <= 255 and int(weight.min(initial=0)) >= -128
+                and int(weight.max(initial=0)) <= 127 and int8_backend.available()):
+            self.offset = offset
+            if self.op == "conv2d":
+                stride, padding, dilation, _ = self.conv_args
+                self.kernel = int8_backend.Int8Conv2d(self.weight, self.bias, self.zp + offset, list(stride),
+                                                      list(padding), list(dilation), groups)
+            else:
+                self.kernel = int8_backend.Int8Linear(self.weight, self.bias, self.zp + offset)
+            self.path = "int8"
+        elif bound < FLOAT32_EXACT:
+            self.path = "float32"
+        elif groups == 1 and (chunks := chunks_below(per_k, FLOAT32_EXACT - 1)) is not None:
+            self.path, self.chunks = "float32-chunks", chunks
+        elif bound < FLOAT64_EXACT:
+            self.path = "float64"
+        else:
+            self.path = "reference"
+        self.float_weight = self.weight.to(torch.float64 if self.path == "float64" else torch.float32)
+        self.float_bias = self.bias.to(self.float_weight.dtype)
+
+    def _reduce(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.op == "conv2d":
+            stride, padding, dilation, groups = self.conv_args
+            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return F.linear(x, weight, bias)
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        x = args[0]
+        if self.kernel is not None:
+            if not (x.dtype == torch.uint8 and self.offset == 0):
+                x = torch.add(x.to(torch.int16), self.offset).to(torch.uint8)
+            acc = self.kernel(x)
+        elif self.path == "float32-chunks":
+            xf = _to_float(x, torch.float32, self.zp)
+            axis = 1 if self.op == "conv2d" else -1
+            acc = self.bias.reshape([1, -1] + [1] * (xf.dim() - 2) if self.op == "conv2d" else [-1]).clone()
+            for start, stop in self.chunks or ():
+                part = self._reduce(xf.narrow(axis, start, stop - start),
+                                    self.float_weight.narrow(1, start, stop - start), None)
+                acc = acc + part.to(torch.int64)
+        else:
+            acc = self._reduce(_to_float(x, self.float_weight.dtype, self.zp), self.float_weight, self.float_bias)
+        if self.needs_check:
+            check_accumulator(self.node, acc, context)
+        return self.requant(acc, owned=acc.dtype == torch.float64)
+
+
+class _Matmul:
+    """acc = a @ b (zero points 0) in float32 when Xa·Xb·K < 2^24, in K-chunks added in int64 otherwise."""
+
+    def __init__(self, node: IntNode, a_range: Range, b_range: Range, reduction: int, out_dtype: torch.dtype) -> None:
+        self.node, self.reduction = node, reduction
+        per_k = magnitude(a_range) * magnitude(b_range)
+        self.bound = per_k * reduction
+        self.needs_check = self.bound >= 1 << (declared_bits(node) - 1)
+        self.chunk = max(1, (FLOAT32_EXACT - 1) // per_k) if per_k else reduction
+        self.float_dtype = torch.float32 if per_k < FLOAT32_EXACT else torch.float64
+        self.requant = Requant(node, self.bound, out_dtype, axis=-1)
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        a, b = (x.to(self.float_dtype) for x in args)
+        k = a.shape[-1]
+        if self.float_dtype == torch.float64 or self.bound < FLOAT32_EXACT or self.chunk >= k:
+            acc = torch.matmul(a, b)
+        else:
+            acc = sum((torch.matmul(a[..., s:s + self.chunk], b[..., s:s + self.chunk, :]).to(torch.int64)
+                       for s in range(0, k, self.chunk)), torch.zeros((), dtype=torch.int64))
+        if self.needs_check:
+            check_accumulator(self.node, acc, context)
+        return self.requant(acc)
+
+
+class _Add:
+    """t_i = round_shift((x_i − zp_i)·M0_i, n_i − F); y = sat(round_shift(t_a + t_b, F) + zp, lo, hi), in float64.
+
+    Exact when every |x_i − zp_i|·M0_i < 2^52 (the products, the half-up offsets and the sum are integers or
+    halves below 2^53); `exact` says whether the plan proved it.
+    """
+
+    def __init__(self, node: IntNode, ranges: list[Range], out_dtype: torch.dtype) -> None:
+        attrs = node.attrs
+        self.frac = int(attrs["frac_bits"])
+        self.zps = [int(z) for z in attrs["zero_points"]]
+        m0 = [int(v) for v in node.params["multiplier"]]
+        shifts = [int(v) for v in node.params["shift"]] if node.params["shift"].size == len(m0) else []
+        self.exact = len(shifts) == 2 and all(
+            magnitude(r, z) * m < 2**52 and n - self.frac >= 0 for r, z, m, n in zip(ranges, self.zps, m0, shifts,
+                                                                                    strict=True))
+        self.scales = [float(np.ldexp(float(m), -(n - self.frac))) for m, n in zip(m0, shifts, strict=False)]
+        self.lo, self.hi, self.out_zp = int(attrs["lo"]), int(attrs["hi"]), int(attrs["out_zero_point"])
+        self.out_dtype = out_dtype
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        total: Tensor | None = None
+        for x, zp, scale in zip(args, self.zps, self.scales, strict=True):
+            t = x.to(torch.float64)
+            if zp:
+                t.sub_(zp)
+            t.mul_(scale).add_(0.5).floor_()  # round_shift((x − zp)·M0, n − F): x·M0 exact, ·2^−(n−F) exact
+            total = t if total is None else total.add_(t)
+        assert total is not None
+        return floor_saturate_(total.mul_(2.0**-self.frac).add_(self.out_zp + 0.5), self.lo, self.hi, self.out_dtype)
+
+
+class _Mean:
+    """s = Σ_window (x − in_zp) (exact in float64), then requant."""
+
+    def __init__(self, node: IntNode, x_range: Range, out_dtype: torch.dtype, target: tuple[int, ...]) -> None:
+        attrs = node.attrs
+        self.node, self.zp, self.count, self.target = node, int(attrs["in_zero_point"]), int(attrs["count"]), target
+        self.requant = Requant(node, magnitude(x_range, self.zp) * self.count, out_dtype)
+        self.exact = magnitude(x_range, self.zp) * self.count < FLOAT64_EXACT
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        x = args[0]
+        attrs = self.node.attrs
+        if self.node.op == "mean":
+            total = x.sum(dim=attrs["dims"], keepdim=True, dtype=torch.float64)
+        else:
+            xf = x.to(torch.float64)
+            total = F.avg_pool2d(xf, attrs["kernel"], attrs["stride"], divisor_override=1)
+        if self.zp:
+            total.sub_(self.zp * self.count)
+        if self.node.op == "mean" and self.target:
+            total = total.reshape((x.shape[0], *self.target[1:]))
+        return self.requant(total, owned=True)
+
+
+class _Softmax:
+    """Shiftmax as a table: e = E[x − max_row x] (E built with the contract's int_exp_shift), then
+    sum = min(Σe, 2^31 − 1), y = floor(e·floor((2^31 − 1)/sum) / 2^(32 − b)) — exact in float64 (e·f < 2^32·2^31
+    never happens: e·f <= max(2^31 − 1, e) < 2^53)."""
+
+    def __init__(self, node: IntNode, x_range: Range, row: int, out_range: Range, out_dtype: torch.dtype) -> None:
+        attrs = node.attrs
+        self.dim, self.out_dtype, self.hi = int(attrs["dim"]), out_dtype, out_range[1]
+        self.out_shift = 32 - int(attrs["out_bits"])
+        width = x_range[1] - x_range[0]  # x − max lies in [−width, 0]
+        diffs = torch.arange(-width, 1, dtype=torch.int64)
+        table = int_exp_shift(diffs, int(attrs["x0"]), int(attrs["n"])).to(torch.float64)
+        self.table_dtype = torch.float32 if torch.equal(table.float().double(), table) else torch.float64
+        self.table = table.to(self.table_dtype)  # index i <-> difference i − width
+        self.width = width
+        self.exact = int(table.max()) * row < FLOAT64_EXACT  # Σe exact; e·f <= max(2^31 − 1, e) always is
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        x = args[0]
+        if x.dtype in (torch.uint8, torch.int8):
+            x = x.to(torch.int16)
+        index = torch.sub(x, x.amax(dim=self.dim, keepdim=True)).add_(self.width).to(torch.int32)
+        e = self.table.index_select(0, index.reshape(-1)).reshape(index.shape)
+        total = e.sum(dim=self.dim, keepdim=True, dtype=torch.float64).clamp_(1, INT31_MAX)
+        factor = torch.floor_divide(torch.full_like(total, INT31_MAX), total).mul_(2.0**-self.out_shift)
+        return floor_saturate_(torch.mul(e, factor), 0, self.hi, self.out_dtype)
+
+
+class _Lut:
+    """y = table[x − in_qmin] as an index_select on the stored integers."""
+
+    def __init__(self, node: IntNode, x_range: Range, out_dtype: torch.dtype) -> None:
+        table = torch.from_numpy(np.asarray(node.params["table"], dtype=np.int64))
+        self.first = x_range[0]
+        start = x_range[0] - int(node.attrs["in_qmin"])
+        self.table = table[start:start + x_range[1] - x_range[0] + 1].to(out_dtype)
+        self.exact = start >= 0 and start + x_range[1] - x_range[0] < table.numel()
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        x = args[0]
+        index = x.to(torch.int32)
+        if self.first:
+            index.sub_(self.first)
+        return self.table.index_select(0, index.reshape(-1)).reshape(x.shape)
+
+
+class _LayerNorm:
+    """int_layernorm_core with row statistics in exact float/integer arithmetic, then the per-channel requant.
+
+    mean = floor((2Σx + C)/2C) (int64 per row), y = x − mean, var = Σy² (float32 when C·Y² < 2^24, else
+    float64), std = max(isqrt(var), 1), f = floor((2^31 − 1)/std), z = floor(y·f/2) (y·f < 2^53), z' = s·(z + β),
+    requant of z' (split float64 or int64).
+    """
+
+    def __init__(self, node: IntNode, x_range: Range, channels: int, out_dtype: torch.dtype) -> None:
+        self.node, self.channels = node, channels
+        negate = np.asarray(node.params["negate"]).astype(bool)
+        beta = np.asarray(node.params["beta"], dtype=np.int64)
+        width = x_range[1] - x_range[0]
+        self.var_dtype = torch.float32 if channels * width * width < FLOAT32_EXACT else torch.float64
+        self.sign = torch.from_numpy(np.where(negate, -1.0, 1.0))
+        self.beta = torch.from_numpy(beta.astype(np.float64))
+        z_max = (1 << 30) + int(np.abs(beta).max(initial=0))  # |y| <= isqrt(Σy²) = std, so |y·f| < 2^31
+        self.requant = Requant(node, z_max, out_dtype, axis=-1)
+        self.exact = (node.attrs.get("sqrt_mode", "exact") == "exact" and width * INT31_MAX < FLOAT64_EXACT
+                      and z_max < FLOAT64_EXACT and channels * width * width < FLOAT64_EXACT)
+
+    def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        x = args[0]
+        c = self.channels
+        total = x.sum(dim=-1, keepdim=True, dtype=torch.int64)
+        mean = torch.div(2 * total + c, 2 * c, rounding_mode="floor")
+        y = torch.sub(x.to(self.var_dtype), mean.to(self.var_dtype))
+        var = torch.linalg.vecdot(y, y, dim=-1).unsqueeze(-1) if self.var_dtype == torch.float64 else \
+            (y * y).sum(dim=-1, keepdim=True, dtype=torch.float64)
+        std = isqrt_rows(var.to(torch.int64)).clamp_(min=1)
+        factor = torch.div(INT31_MAX, std, rounding_mode="floor").to(torch.float64).mul_(0.5)
+        z = torch.mul(y.to(torch.float64), factor).floor_()  # asr(y·f, 1)
+        z.add_(self.beta).mul_(self.sign)
+        return self.requant(z, owned=True)
+
+
+# ---------------------------------------------------------------- plan construction
+
+def _fast_step(graph: IntGraph, node: IntNode, ranges: dict[str, Range | None],
+               storage: dict[str, torch.dtype]) -> tuple[Step, str] | None:
+    """The proven fast evaluation of one node and its name, or None for the reference path."""
+    op, attrs = node.op, node.attrs
+    in_ranges = [ranges.get(name) for name in node.inputs]
+    out_dtype = storage[node.output]
+    if op in ("identity", "layout"):
+        return (lambda args, ctx: args[0], "view") if op == "identity" else \
+            (lambda args, ctx: apply_layout(node, args[0], ctx.batch), "view")
+    if attrs.get("rounding", "half_up") != "half_up" or any(r is None for r in in_ranges):
+        return None
+    ranges_known: list[Range] = [r for r in in_ranges if r is not None]
+    if op in ("conv2d", "linear"):
+        gemm = _Gemm(node, ranges_known[0], out_dtype)
+        return (gemm, f"{gemm.path}+{gemm.requant.mode}") if gemm.path != "reference" else None
+    if op == "matmul":
+        shape = graph.tensors[node.inputs[0]].shape
+        if not shape:
+            return None
+        matmul = _Matmul(node, ranges_known[0], ranges_known[1], int(shape[-1]), out_dtype)
+        return (matmul, f"float+{matmul.requant.mode}") if matmul.bound < FLOAT64_EXACT else None
+    if op == "requant":
+        zp = int(attrs["in_zero_point"])
+        requant = Requant(node, magnitude(ranges_known[0], zp), out_dtype)
+        return (lambda args, ctx: requant(_to_float(args[0], torch.float64, zp), owned=True)), requant.mode
+    if op == "add":
+        add = _Add(node, ranges_known, out_dtype)
+        return (add, "float64") if add.exact else None
+    if op in ("mean", "avgpool"):
+        mean = _Mean(node, ranges_known[0], out_dtype, tuple(graph.tensors[node.output].shape))
+        return (mean, f"float64+{mean.requant.mode}") if mean.exact else None
+    if op == "concat":
+        parts = [Requant(node, magnitude(r, int(zp)), out_dtype, index=i)
+                 for i, (r, zp) in enumerate(zip(ranges_known, attrs["zero_points"], strict=True))]
+        zps = [int(zp) for zp in attrs["zero_points"]]
+
+        def concat(args: list[Tensor], ctx: Context) -> Tensor:
+            return torch.cat([part(_to_float(x, torch.float64, zp), owned=True)
+                              for part, x, zp in zip(parts, args, zps, strict=True)], dim=int(attrs["dim"]))
+
+        return concat, "float64"
+    if op == "softmax":
+        shape = graph.tensors[node.inputs[0]].shape
+        out_range = ranges[node.output]
+        if not shape or out_range is None:
+            return None
+        softmax = _Softmax(node, ranges_known[0], int(shape[int(attrs["dim"])]), out_range, out_dtype)
+        return (softmax, "table") if softmax.exact else None
+    if op == "lut":
+        lut = _Lut(node, ranges_known[0], out_dtype)
+        return (lut, "table") if lut.exact else None
+    if op == "layernorm":
+        shape = graph.tensors[node.inputs[0]].shape
+        if not shape:
+            return None
+        norm = _LayerNorm(node, ranges_known[0], int(shape[-1]), out_dtype)
+        return (norm, f"float+{norm.requant.mode}") if norm.exact else None
+    return None
+
+
+def build_plan(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) -> Plan:
+    ranges: dict[str, Range | None] = {}
+    for name in graph.inputs:
+        spec = graph.tensors[name].spec
+        ranges[name] = (spec.qmin, spec.qmax)
+    for node in graph.nodes:
+        ranges[node.output] = output_range(node, ranges)
+    storage = {name: storage_dtype(value_range) for name, value_range in ranges.items()}
+    steps: list[tuple[IntNode, Step]] = []
+    paths: dict[str, str] = {}
+    for node in graph.nodes:
+        fast = _fast_step(graph, node, ranges, storage)
+        if fast is None:
+            ref = reference(graph, node)
+            dtype = storage[node.output]
+            steps.append((node, _narrowed(ref, dtype)))
+            paths[node.name] = "reference"
+        else:
+            steps.append((node, fast[0]))
+            paths[node.name] = fast[1]
+    return Plan(fingerprint(graph), steps, storage, ranges, paths)
+
+
+def _narrowed(step: Step, dtype: torch.dtype) -> Step:
+    if dtype == torch.int64:
+        return step
+    return lambda args, ctx: as_narrow(step(args, ctx), dtype)
+
+
+def as_narrow(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, (tuple, list)):
+        return type(value)(as_narrow(v, dtype) for v in value)
+    return value.to(dtype)
+
+
+def fingerprint(graph: IntGraph) -> tuple[Any, ...]:
+    """What the plan depends on: node identities, ops, wiring, attributes, parameter arrays, tensor types."""
+    nodes = tuple((id(n), n.op, tuple(n.inputs), n.output, repr(n.attrs),
+                   tuple((k, id(v), v.shape) for k, v in n.params.items())) for n in graph.nodes)
+    tensors = tuple((name, t.spec, t.zero_point, tuple(t.shape)) for name, t in graph.tensors.items())
+    return nodes, tensors, tuple(graph.inputs), tuple(graph.outputs)
+
+
+_PLANS: dict[int, Plan] = {}
+
+
+def plan_for(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) -> Plan:
+    """The cached plan of this graph object, rebuilt when its fingerprint changed."""
+    key = id(graph)
+    plan = _PLANS.get(key)
+    current = fingerprint(graph)
+    if plan is None or plan.fingerprint != current:
+        if plan is None:
+            weakref.finalize(graph, _PLANS.pop, key, None)
+        plan = build_plan(graph, reference)
+        _PLANS[key] = plan
+    return plan
+
+
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """float32 matmul/conv at full IEEE precision (no TF32/BF32 shortcuts) for the duration of a run."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
