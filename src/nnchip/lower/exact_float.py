@@ -11,12 +11,13 @@ Requantization `y = sat(floor((v·M0 + 2^(n−1)) / 2^n) + zp, lo, hi)` (integer
 (`window_exact`): where `|v·M0| < 2^53` the product is exact and `v·m + c`, a multiple of 2^−n below 2^53·2^−n in
 the window that decides the result, is exact too; elsewhere `|v·m| >= 2^(53−n) > K + |c| + 1`, and rounding,
 which is monotone, keeps the value on the same side of the clamp window, so saturation gives the same result.
-When that fails, `requant_split` splits `M0 = Mh·2^s + Ml` so that every partial product stays below 2^53.
+When that fails, `SplitRequant` splits `M0 = Mh·2^s + Ml` so that every partial product stays below 2^53.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,50 +54,65 @@ def floor_saturate_(t: Tensor, lo: int, hi: int, out_dtype: torch.dtype) -> Tens
     For lo >= 0, clamping to [lo, hi + 1/2] and converting (which truncates towards zero, i.e. floors non-negative
     values) saves the separate floor.
     """
-    if lo >= 0 and not out_dtype.is_floating_point:
-        return t.clamp_(lo, hi + 0.5).to(out_dtype)
-    return t.floor_().clamp_(lo, hi).to(out_dtype)
+    if lo >= 0:
+        return store(t.clamp_(lo, hi + 0.5), out_dtype)
+    return store(t.floor_().clamp_(lo, hi), out_dtype)
 
 
-def split_point(v_max: int, m0: np.ndarray, shift: np.ndarray) -> int | None:
-    """s for `requant_split` so that every term is an integer (or one times 2^−s) below 2^53, or None.
+def store(t: Tensor, out_dtype: torch.dtype) -> Tensor:
+    """Float tensor of in-range values as an integer dtype, truncated towards zero (a floor for integral or
+    non-negative values).
 
-    Per channel the split is at s_c = min(s, n_c − 1); it needs v_max·2^s_c <= 2^52, v_max·(M0_c >> s_c) < 2^52
-    and n_c − s_c <= 52.
+    Float to uint8 conversion is several times slower than float to int16 on CPU, so it goes through int16.
     """
-    vb = bitlen(v_max)
-    s = 52 - vb
-    if s < 0:
-        return None
-    s_eff = np.minimum(s, shift.astype(np.int64) - 1)
-    high_bits = np.array([bitlen(int(m) >> int(e)) for m, e in zip(m0.ravel(), s_eff.ravel(), strict=True)])
-    if np.any(s_eff < 0) or np.any(vb + high_bits > 52) or np.any(shift - s_eff > 52):
-        return None
-    return s
+    if out_dtype == torch.uint8:
+        return t.to(torch.int16).to(torch.uint8)
+    return t.to(out_dtype)
 
 
-def requant_split(v: Tensor, m0: np.ndarray, shift: np.ndarray, s: int, axis_shape: tuple[int, ...],
-                  zero_point: int, lo: int, hi: int, out_dtype: torch.dtype) -> Tensor:
-    """The HALF_UP requantization of exact integers v (float64) for any n >= 1, with M0 = Mh·2^s + Ml.
+class SplitRequant:
+    """sat(floor(((v + β)·M0 + 2^(n−1)) / 2^n) + zp, lo, hi) of exact integers v (|v|, |v + β| <= v_max) in float64,
+    for any n >= 1 and any integer M0 (also negative), with M0 = Mh·2^s + Ml, 0 <= Ml < 2^s, per channel.
 
-    floor((v·M0 + 2^(n−1)) / 2^n) = floor((v·Mh + floor(v·Ml / 2^s) + 2^(n−1−s)) / 2^(n−s)) for 1 <= s <= n−1
-    (nested floors of power-of-two divisions); with `split_point`'s s every term is an integer below 2^53.
-    `axis_shape` views the per-channel constants against v.
+    With k = n − s: floor(((v+β)·M0 + 2^(n−1)) / 2^n) + zp = floor(((v+β)·Mh + floor((v+β)·Ml / 2^s) + D) / 2^k),
+    D = 2^(n−1−s) + zp·2^k (nested floors of power-of-two divisions; s <= n − 1). Computed as
+    q = floor(v·Ml·2^−s + β·Ml·2^−s) + (D + β·Mh),  y = floor((v·Mh + q)·2^−k): `build` picks the largest
+    s with v_max·2^s <= 2^52 so that every product and sum is an integer (or one times 2^−s) below 2^53, and
+    returns None when no s does.
     """
-    m0 = m0.astype(np.int64)
-    shift = shift.astype(np.int64)
-    s_eff = np.minimum(s, shift - 1)  # s <= n − 1 per channel (n >= 1; s = 0 when n = 1)
-    high = m0 >> s_eff
-    low = m0 - (high << s_eff)
 
-    def const(values: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).reshape(axis_shape)
+    def __init__(self, low: Tensor, low_offset: Tensor, high: Tensor, constant: Tensor, scale: Tensor, lo: int,
+                 hi: int) -> None:
+        self.low, self.low_offset, self.high, self.constant, self.scale = low, low_offset, high, constant, scale
+        self.lo, self.hi = lo, hi
 
-    q1 = torch.mul(v, const(np.ldexp(low.astype(np.float64), -s_eff))).floor_()
-    q1.add_(const(np.ldexp(1.0, (shift - 1 - s_eff).astype(np.int64))))  # + 2^(n−1−s), an integer
-    t = torch.addcmul(q1, v, const(high.astype(np.float64)))
-    t.mul_(const(np.ldexp(1.0, -(shift - s_eff).astype(np.int64)))).floor_()
-    return floor_saturate_(t.add_(zero_point), lo, hi, out_dtype)
+    @staticmethod
+    def build(v_max: int, m0: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int,
+              offset: np.ndarray | None = None) -> SplitRequant | None:
+        m0 = np.asarray(m0, dtype=np.int64).ravel()
+        shift = np.asarray(shift, dtype=np.int64).ravel()
+        beta = np.zeros_like(m0) if offset is None else np.broadcast_to(np.asarray(offset, dtype=np.int64), m0.shape)
+        s = 52 - bitlen(v_max)
+        if s < 0 or np.any(shift < 1):
+            return None
+        s_eff = np.minimum(s, shift - 1)
+        rows = []
+        for m, n, split, b in zip(m0.tolist(), shift.tolist(), s_eff.tolist(), beta.tolist(), strict=True):
+            high, k = m >> split, n - split
+            low = m - (high << split)
+            constant = (1 << (n - 1 - split)) + zero_point * (1 << k) + b * high
+            if k > 52 or v_max * abs(high) + v_max + abs(constant) >= FLOAT64_EXACT:
+                return None
+            rows.append((math.ldexp(low, -split), math.ldexp(b * low, -split), float(high), float(constant),
+                         math.ldexp(1.0, -k)))
+        columns = [torch.tensor(column, dtype=torch.float64) for column in zip(*rows, strict=True)]
+        return SplitRequant(*columns, lo=lo, hi=hi)
+
+    def __call__(self, v: Tensor, view: Callable[[Tensor], Tensor], out_dtype: torch.dtype) -> Tensor:
+        """v: exact integers (float64, overwritten); `view` shapes a per-channel column against v."""
+        q = torch.mul(v, view(self.low)).add_(view(self.low_offset)).floor_().add_(view(self.constant))
+        t = v.mul_(view(self.high)).add_(q).mul_(view(self.scale))
+        return floor_saturate_(t, self.lo, self.hi, out_dtype)
 
 
 def chunks_below(contributions: np.ndarray, limit: int) -> list[tuple[int, int]] | None:
@@ -129,16 +145,3 @@ def isqrt_rows(v: Tensor) -> Tensor:
         s = torch.where(s * s > v, s - 1, s)
         s = torch.where((s + 1) * (s + 1) <= v, s + 1, s)
     return s
-
-
-def float_exact_dtype(bound: int) -> torch.dtype | None:
-    """float32 when every partial sum is below 2^24 in magnitude, float64 below 2^53, else None."""
-    if bound < FLOAT32_EXACT:
-        return torch.float32
-    if bound < FLOAT64_EXACT:
-        return torch.float64
-    return None
-
-
-def log2_ceil(value: int) -> int:
-    return max(0, math.ceil(math.log2(value))) if value > 0 else 0

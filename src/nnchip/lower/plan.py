@@ -11,7 +11,7 @@ Built once per IntGraph (cached while the graph is unchanged) by a static analys
   2^24 and the chunks are added in int64 (float64 when no chunking exists and the bound is below 2^53,
   otherwise the integer reference). The accumulator check of the declared width runs only when this bound
   does not already prove it (`needs_check`), so it can fire exactly when a value could leave the width;
-- requantization runs in float64 when `exact_float.window_exact` or `split_point` proves it exact, else int64;
+- requantization runs in float64 when `exact_float.window_exact` or `SplitRequant.build` proves it exact, else int64;
 - Shiftmax and the GELU table become lookups indexed by the stored integers (the exponential table is built
   with the contract's own `int_exp_shift`), LayerNorm row statistics are computed on exact integers in float
   arithmetic with an exact integer square root.
@@ -40,12 +40,12 @@ from nnchip.lower import int8_backend
 from nnchip.lower.exact_float import (
     FLOAT32_EXACT,
     FLOAT64_EXACT,
+    SplitRequant,
     chunks_below,
     floor_saturate_,
     isqrt_rows,
     requant_in_float,
-    requant_split,
-    split_point,
+    store,
     window_exact,
 )
 from nnchip.lower.intgraph import IntGraph, IntNode
@@ -94,7 +94,8 @@ def check_accumulator(node: IntNode, acc: Tensor, context: Context) -> None:
         message = f"{node.attrs.get('source', node.name)}: accumulator outside {bits} bits"
         if context.policy == "error":
             raise ConversionError(message)
-        context.overflows.append(message)
+        if message not in context.overflows:  # once per node, also when the batch runs in slices
+            context.overflows.append(message)
 
 
 def apply_layout(node: IntNode, x: Tensor, batch: int) -> Tensor:
@@ -138,6 +139,9 @@ def storage_dtype(value_range: Range | None) -> torch.dtype:
     return torch.int64
 
 
+_VIEWS = ("identity", "layout")
+
+
 def output_range(node: IntNode, ranges: dict[str, Range | None]) -> Range | None:
     """The range that node's output is proven to stay in (None: unknown)."""
     attrs = node.attrs
@@ -163,22 +167,28 @@ def magnitude(value_range: Range, zero_point: int = 0) -> int:
 # ---------------------------------------------------------------- requantization
 
 class Requant:
-    """sat(round_shift(v·M0[c], n[c]) + zp, lo, hi) of exact integers v (|v| <= v_max) along `axis`, HALF_UP."""
+    """sat(round_shift((v + β[c])·M0[c], n[c]) + zp, lo, hi) of exact integers v along `axis`, HALF_UP.
+
+    `v_max` bounds |v| and |v + β|. float64 when `window_exact` proves the one-product form exact, else
+    `SplitRequant`, else int64.
+    """
 
     def __init__(self, node: IntNode, v_max: int, out_dtype: torch.dtype, *, axis: int = 1, index: int | None = None,
-                 zero_point: int | None = None) -> None:
-        m0 = np.asarray(node.params["multiplier"], dtype=np.int64).ravel()
+                 multiplier: np.ndarray | None = None, offset: np.ndarray | None = None) -> None:
+        m0 = np.asarray(node.params["multiplier"] if multiplier is None else multiplier, dtype=np.int64).ravel()
         shift = np.asarray(node.params["shift"], dtype=np.int64).ravel()
         if index is not None:
             m0, shift = m0[index:index + 1], shift[index:index + 1]
-        self.zp = int(node.attrs["out_zero_point"]) if zero_point is None else zero_point
+        self.zp = int(node.attrs["out_zero_point"])
         self.lo, self.hi = int(node.attrs["lo"]), int(node.attrs["hi"])
         self.m0, self.shift, self.axis, self.out_dtype = m0, shift, axis, out_dtype
-        self.m = torch.from_numpy(np.ldexp(m0.astype(np.float64), -shift))  # exact: M0 < 2^53
-        self.split = None
-        if v_max < FLOAT64_EXACT and window_exact(shift, self.zp, self.lo, self.hi):
+        self.offset = None if offset is None else np.asarray(offset, dtype=np.int64)
+        self.m = torch.from_numpy(np.ldexp(m0.astype(np.float64), -shift))  # exact: |M0| < 2^53
+        self.split: SplitRequant | None = None
+        if v_max < FLOAT64_EXACT and self.offset is None and window_exact(shift, self.zp, self.lo, self.hi):
             self.mode = "float64"
-        elif v_max < FLOAT64_EXACT and (split := split_point(v_max, m0, shift)) is not None:
+        elif v_max < FLOAT64_EXACT and (split := SplitRequant.build(v_max, m0, shift, self.zp, self.lo, self.hi,
+                                                                    self.offset)) is not None:
             self.mode, self.split = "float64-split", split
         else:
             self.mode = "int64"
@@ -194,13 +204,15 @@ class Requant:
         if self.mode == "float64":
             return requant_in_float(v, self._view(self.m, v.dim()), self.zp + 0.5, self.lo, self.hi, self.out_dtype,
                                     owned=owned)
-        if self.mode == "float64-split":
-            shape = tuple(self._view(torch.zeros(self.m0.size), v.dim()).shape)
-            return requant_split(v.to(torch.float64), self.m0, self.shift, int(self.split or 0), shape, self.zp,
-                                 self.lo, self.hi, self.out_dtype)
+        if self.split is not None:
+            v = v if owned and v.dtype == torch.float64 else v.to(torch.float64, copy=True)
+            return self.split(v, lambda column: self._view(column, v.dim()), self.out_dtype)
+        v = as_int64(v)
+        if self.offset is not None:
+            v = v + self._view(torch.from_numpy(self.offset), v.dim())
         multiplier = self._view(torch.from_numpy(self.m0), v.dim())
         shift = self._view(torch.from_numpy(self.shift), v.dim())
-        y = requantize(as_int64(v), multiplier, shift, out_zero_point=self.zp, lo=self.lo, hi=self.hi)
+        y = requantize(v, multiplier, shift, out_zero_point=self.zp, lo=self.lo, hi=self.hi)
         return y.to(self.out_dtype)
 
 
@@ -367,56 +379,84 @@ class _Mean:
 
 class _Softmax:
     """Shiftmax as a table: e = E[x − max_row x] (E built with the contract's int_exp_shift), then
-    sum = min(Σe, 2^31 − 1), y = floor(e·floor((2^31 − 1)/sum) / 2^(32 − b)) — exact in float64 (e·f < 2^32·2^31
-    never happens: e·f <= max(2^31 − 1, e) < 2^53)."""
+    sum = min(Σe, 2^31 − 1), y = floor(e·floor((2^31 − 1)/sum) / 2^(32 − b)), exact in float64: Σe < 2^53 (checked)
+    and e·floor((2^31 − 1)/sum) <= max(2^31 − 1, e) < 2^53; 0 <= y <= the proven output bound, so no clamp."""
 
-    def __init__(self, node: IntNode, x_range: Range, row: int, out_range: Range, out_dtype: torch.dtype) -> None:
+    def __init__(self, node: IntNode, x_range: Range, row: int, out_dtype: torch.dtype) -> None:
         attrs = node.attrs
-        self.dim, self.out_dtype, self.hi = int(attrs["dim"]), out_dtype, out_range[1]
+        self.dim, self.out_dtype = int(attrs["dim"]), out_dtype
         self.out_shift = 32 - int(attrs["out_bits"])
-        width = x_range[1] - x_range[0]  # x − max lies in [−width, 0]
-        diffs = torch.arange(-width, 1, dtype=torch.int64)
-        table = int_exp_shift(diffs, int(attrs["x0"]), int(attrs["n"])).to(torch.float64)
-        self.table_dtype = torch.float32 if torch.equal(table.float().double(), table) else torch.float64
-        self.table = table.to(self.table_dtype)  # index i <-> difference i − width
-        self.width = width
-        self.exact = int(table.max()) * row < FLOAT64_EXACT  # Σe exact; e·f <= max(2^31 − 1, e) always is
+        self.width = width = x_range[1] - x_range[0]  # x − max lies in [−width, 0]
+        table = int_exp_shift(torch.arange(-width, 1, dtype=torch.int64), int(attrs["x0"]), int(attrs["n"]))
+        self.table = table.to(torch.float64)  # index i <-> difference i − width
+        # 8-bit storage: (x − max) mod 256 indexes a 256-entry table directly (j > 0 <-> difference j − 256)
+        self.wrapped = None
+        if width <= 255:
+            wrapped = torch.zeros(256, dtype=torch.float64)
+            wrapped[0] = self.table[width]
+            j = torch.arange(256 - width, 256)
+            wrapped[j] = self.table[j - 256 + width]
+            self.wrapped = wrapped
+        self.exact = int(table.max()) * row < FLOAT64_EXACT
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
         x = args[0]
-        if x.dtype in (torch.uint8, torch.int8):
-            x = x.to(torch.int16)
-        index = torch.sub(x, x.amax(dim=self.dim, keepdim=True)).add_(self.width).to(torch.int32)
-        e = self.table.index_select(0, index.reshape(-1)).reshape(index.shape)
-        total = e.sum(dim=self.dim, keepdim=True, dtype=torch.float64).clamp_(1, INT31_MAX)
+        if self.wrapped is not None and x.dtype in (torch.uint8, torch.int8):
+            top = x.amax(dim=self.dim, keepdim=True)
+            if x.dtype == torch.int8:
+                x, top = x.view(torch.uint8), top.view(torch.uint8)
+            e = gather(self.wrapped, torch.sub(x, top).to(torch.int32))  # uint8 arithmetic wraps mod 256
+        else:
+            x = as_int64(x)
+            e = gather(self.table, (x - x.amax(dim=self.dim, keepdim=True) + self.width).to(torch.int32))
+        total = e.sum(dim=self.dim, keepdim=True).clamp_(1, INT31_MAX)
         factor = torch.floor_divide(torch.full_like(total, INT31_MAX), total).mul_(2.0**-self.out_shift)
-        return floor_saturate_(torch.mul(e, factor), 0, self.hi, self.out_dtype)
+        return store(e.mul_(factor), self.out_dtype)
 
 
-class _Lut:
-    """y = table[x − in_qmin] as an index_select on the stored integers."""
+class _Table:
+    """An elementwise node over small input ranges as one lookup table, built by the reference evaluation itself
+    on the grid of every input combination (so it is exact by construction): y = T[Σ_i (x_i − lo_i)·stride_i]."""
 
-    def __init__(self, node: IntNode, x_range: Range, out_dtype: torch.dtype) -> None:
-        table = torch.from_numpy(np.asarray(node.params["table"], dtype=np.int64))
-        self.first = x_range[0]
-        start = x_range[0] - int(node.attrs["in_qmin"])
-        self.table = table[start:start + x_range[1] - x_range[0] + 1].to(out_dtype)
-        self.exact = start >= 0 and start + x_range[1] - x_range[0] < table.numel()
+    MAX_ENTRIES = 1 << 18
+
+    def __init__(self, node: IntNode, step: Step, in_ranges: list[Range], out_dtype: torch.dtype) -> None:
+        widths = [hi - lo + 1 for lo, hi in in_ranges]
+        grids = []
+        for i, (lo, hi) in enumerate(in_ranges):
+            shape = [1] * len(in_ranges)
+            shape[i] = -1
+            grids.append(torch.arange(lo, hi + 1, dtype=torch.int64).reshape(shape))
+        table = as_int64(step(grids, Context("report", [], 1)))
+        self.table = table.expand(widths).reshape(-1).to(out_dtype)
+        self.strides = [int(np.prod(widths[i + 1:])) for i in range(len(widths))]
+        self.base = sum(lo * stride for (lo, _), stride in zip(in_ranges, self.strides, strict=True))
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
-        x = args[0]
-        index = x.to(torch.int32)
-        if self.first:
-            index.sub_(self.first)
-        return self.table.index_select(0, index.reshape(-1)).reshape(x.shape)
+        index = args[0].to(torch.int32)
+        if self.strides[0] != 1:
+            index.mul_(self.strides[0])
+        for x, stride in zip(args[1:], self.strides[1:], strict=True):
+            index = torch.add(index, x, alpha=stride) if stride != 1 else torch.add(index, x)
+        if self.base:
+            index.sub_(self.base)
+        return gather(self.table, index)
+
+
+def gather(table: Tensor, index: Tensor) -> Tensor:
+    """table[index] for an int32 index tensor, keeping a channels-last index's memory layout."""
+    if index.dim() == 4 and not index.is_contiguous() and index.is_contiguous(memory_format=torch.channels_last):
+        physical = index.permute(0, 2, 3, 1)
+        return table.index_select(0, physical.reshape(-1)).view(physical.shape).permute(0, 3, 1, 2)
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 class _LayerNorm:
-    """int_layernorm_core with row statistics in exact float/integer arithmetic, then the per-channel requant.
+    """int_layernorm_core with exact float64 elementwise arithmetic, then the per-channel requant.
 
-    mean = floor((2Σx + C)/2C) (int64 per row), y = x − mean, var = Σy² (float32 when C·Y² < 2^24, else
-    float64), std = max(isqrt(var), 1), f = floor((2^31 − 1)/std), z = floor(y·f/2) (y·f < 2^53), z' = s·(z + β),
-    requant of z' (split float64 or int64).
+    mean = floor((2Σx + C)/2C) (int64 per row), y = x − mean, var = Σy² (< 2^53, checked), std = max(isqrt(var), 1),
+    f = floor((2^31 − 1)/std), z = floor(y·f/2) (y·f < 2^53); then requant of s·(z + β): the sign s is folded into
+    the multiplier (M0·s) and β into the requant's offset, which `SplitRequant` handles.
     """
 
     def __init__(self, node: IntNode, x_range: Range, channels: int, out_dtype: torch.dtype) -> None:
@@ -424,33 +464,31 @@ class _LayerNorm:
         negate = np.asarray(node.params["negate"]).astype(bool)
         beta = np.asarray(node.params["beta"], dtype=np.int64)
         width = x_range[1] - x_range[0]
-        self.var_dtype = torch.float32 if channels * width * width < FLOAT32_EXACT else torch.float64
-        self.sign = torch.from_numpy(np.where(negate, -1.0, 1.0))
-        self.beta = torch.from_numpy(beta.astype(np.float64))
-        z_max = (1 << 30) + int(np.abs(beta).max(initial=0))  # |y| <= isqrt(Σy²) = std, so |y·f| < 2^31
-        self.requant = Requant(node, z_max, out_dtype, axis=-1)
+        v_max = (1 << 30) + int(np.abs(beta).max(initial=0))  # |y| <= isqrt(Σy²) = std, so |y·f| < 2^31
+        signed = np.where(negate, -1, 1) * np.asarray(node.params["multiplier"], dtype=np.int64)
+        self.requant = Requant(node, v_max, out_dtype, axis=-1, multiplier=signed, offset=beta)
         self.exact = (node.attrs.get("sqrt_mode", "exact") == "exact" and width * INT31_MAX < FLOAT64_EXACT
-                      and z_max < FLOAT64_EXACT and channels * width * width < FLOAT64_EXACT)
+                      and channels * width * width < FLOAT64_EXACT)
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
         x = args[0]
         c = self.channels
         total = x.sum(dim=-1, keepdim=True, dtype=torch.int64)
         mean = torch.div(2 * total + c, 2 * c, rounding_mode="floor")
-        y = torch.sub(x.to(self.var_dtype), mean.to(self.var_dtype))
-        var = torch.linalg.vecdot(y, y, dim=-1).unsqueeze(-1) if self.var_dtype == torch.float64 else \
-            (y * y).sum(dim=-1, keepdim=True, dtype=torch.float64)
+        y = x.to(torch.float64).sub_(mean.to(torch.float64))
+        var = torch.linalg.vecdot(y, y, dim=-1).unsqueeze(-1)
         std = isqrt_rows(var.to(torch.int64)).clamp_(min=1)
-        factor = torch.div(INT31_MAX, std, rounding_mode="floor").to(torch.float64).mul_(0.5)
-        z = torch.mul(y.to(torch.float64), factor).floor_()  # asr(y·f, 1)
-        z.add_(self.beta).mul_(self.sign)
-        return self.requant(z, owned=True)
+        half_factor = torch.div(INT31_MAX, std, rounding_mode="floor").to(torch.float64).mul_(0.5)
+        return self.requant(y.mul_(half_factor).floor_(), owned=True)  # z = asr(y·f, 1)
 
 
 # ---------------------------------------------------------------- plan construction
 
-def _fast_step(graph: IntGraph, node: IntNode, ranges: dict[str, Range | None],
-               storage: dict[str, torch.dtype]) -> tuple[Step, str] | None:
+_ELEMENTWISE = ("add", "requant", "lut")  # no per-channel parameters: y depends on the input values only
+
+
+def _fast_step(graph: IntGraph, node: IntNode, ranges: dict[str, Range | None], storage: dict[str, torch.dtype],
+               reference: Step) -> tuple[Step, str] | None:
     """The proven fast evaluation of one node and its name, or None for the reference path."""
     op, attrs = node.op, node.attrs
     in_ranges = [ranges.get(name) for name in node.inputs]
@@ -461,6 +499,10 @@ def _fast_step(graph: IntGraph, node: IntNode, ranges: dict[str, Range | None],
     if attrs.get("rounding", "half_up") != "half_up" or any(r is None for r in in_ranges):
         return None
     ranges_known: list[Range] = [r for r in in_ranges if r is not None]
+    entries = int(np.prod([hi - lo + 1 for lo, hi in ranges_known]))
+    per_channel = op == "requant" and node.params["multiplier"].size > 1
+    if op in _ELEMENTWISE and not per_channel and entries <= _Table.MAX_ENTRIES:
+        return _Table(node, reference, ranges_known, out_dtype), "table"
     if op in ("conv2d", "linear"):
         gemm = _Gemm(node, ranges_known[0], out_dtype)
         return (gemm, f"{gemm.path}+{gemm.requant.mode}") if gemm.path != "reference" else None
@@ -495,11 +537,8 @@ def _fast_step(graph: IntGraph, node: IntNode, ranges: dict[str, Range | None],
         out_range = ranges[node.output]
         if not shape or out_range is None:
             return None
-        softmax = _Softmax(node, ranges_known[0], int(shape[int(attrs["dim"])]), out_range, out_dtype)
+        softmax = _Softmax(node, ranges_known[0], int(shape[int(attrs["dim"])]), out_dtype)
         return (softmax, "table") if softmax.exact else None
-    if op == "lut":
-        lut = _Lut(node, ranges_known[0], out_dtype)
-        return (lut, "table") if lut.exact else None
     if op == "layernorm":
         shape = graph.tensors[node.inputs[0]].shape
         if not shape:
@@ -520,16 +559,70 @@ def build_plan(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) 
     steps: list[tuple[IntNode, Step]] = []
     paths: dict[str, str] = {}
     for node in graph.nodes:
-        fast = _fast_step(graph, node, ranges, storage)
+        ref = reference(graph, node)
+        fast = _fast_step(graph, node, ranges, storage, ref)
         if fast is None:
-            ref = reference(graph, node)
-            dtype = storage[node.output]
-            steps.append((node, _narrowed(ref, dtype)))
+            steps.append((node, _narrowed(ref, storage[node.output])))
             paths[node.name] = "reference"
         else:
-            steps.append((node, fast[0]))
+            sliced = _batch_sliceable(graph, node)
+            if sliced:
+                sample = max(int(np.prod(graph.tensors[name].shape[1:])) for name in (node.output, *node.inputs))
+                steps.append((node, _in_batch_slices(fast[0], sliced, max(1, SLICE_ELEMENTS // max(sample, 1)))))
+            else:
+                steps.append((node, fast[0]))
             paths[node.name] = fast[1]
     return Plan(fingerprint(graph), steps, storage, ranges, paths)
+
+
+SLICE_ELEMENTS = 1 << 17  # per slice: float64 temporaries of ~1 MB stay in cache and are not freshly mapped
+
+
+def _batch_sliceable(graph: IntGraph, node: IntNode) -> list[bool] | None:
+    """Which inputs to slice along dim 0 when the node may run on batch slices (None: it may not).
+
+    A node may when dim 0 is the batch of its output and of every sliced input, and no reduction or
+    concatenation runs along it; inputs broadcast along dim 0 (size 1, or fewer dims) stay whole.
+    """
+    out_shape = graph.tensors[node.output].shape
+    if node.op not in ("conv2d", "linear", "matmul", "requant", "add", "mean", "avgpool", "concat", "softmax",
+                       "lut", "layernorm") or len(out_shape) < 2:
+        return None
+    ndim = len(out_shape)
+    attrs = node.attrs
+    if node.op == "softmax" and int(attrs["dim"]) % ndim == 0:
+        return None
+    if node.op == "concat" and int(attrs["dim"]) % ndim == 0:
+        return None
+    if node.op == "mean" and any(int(d) % len(graph.tensors[node.inputs[0]].shape) == 0 for d in attrs["dims"]):
+        return None
+    shapes = [graph.tensors[name].shape for name in node.inputs]
+    if node.op == "matmul":  # batched operands share dim 0; a 2-D right operand is the same for every row
+        return [True, len(shapes[1]) == ndim and len(shapes[0]) == ndim and ndim >= 3]
+    sliced = [len(shape) == ndim and shape[0] == out_shape[0] and shape[0] != 1 for shape in shapes]
+    return sliced if sliced and sliced[0] else None
+
+
+def _in_batch_slices(step: Step, sliced: list[bool], rows: int) -> Step:
+    """Run a per-sample step on slices of `rows` samples (so that its temporaries stay small)."""
+
+    def run(args: list[Tensor], context: Context) -> Tensor:
+        batch = args[0].shape[0]
+        if rows >= batch:
+            return step(args, context)
+        out: Tensor | None = None
+        for start in range(0, batch, rows):
+            part = step([a[start:start + rows] if cut else a for a, cut in zip(args, sliced, strict=True)], context)
+            if out is None:
+                channels_last = part.dim() == 4 and not part.is_contiguous() and part.is_contiguous(
+                    memory_format=torch.channels_last)
+                out = torch.empty((batch, *part.shape[1:]), dtype=part.dtype, memory_format=torch.channels_last
+                                  if channels_last else torch.contiguous_format)
+            out[start:start + rows] = part
+        assert out is not None
+        return out
+
+    return run
 
 
 def _narrowed(step: Step, dtype: torch.dtype) -> Step:
