@@ -1,9 +1,12 @@
 """Run an IntGraph on integer tensors, exactly (docs/integer-semantics.md).
 
-Conv/linear/matmul reductions run in float64 — exact because every partial sum is an integer below 2^53
-(the lowering proves |acc| < 2^(acc_bits−1) ≤ 2^31) — or in float32 when the bound is below 2^24; everything
-else is int64 arithmetic on `nnchip.core` primitives. Accumulators outside the declared width are flagged:
-`overflow="error"` raises, `"report"` records them in the returned `overflows` list.
+`run` executes the graph's plan (`nnchip.lower.plan`: int8/float32 reductions, float64 requantization and
+tables wherever a static bound proves them exact). Each node's reference evaluation (`_run_node`, used by the
+plan where no fast path is proven and by `run(..., fast=False)`) reduces in float64 — exact because every
+partial sum is an integer below 2^53 (the lowering proves |acc| < 2^(acc_bits−1) ≤ 2^31) — or in float32 when
+the bound is below 2^24; everything else is int64 arithmetic on `nnchip.core` primitives. Accumulators outside
+the declared width are flagged: `overflow="error"` raises, `"report"` records them in the returned `overflows`
+list.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import int_layernorm_core, shiftmax
 from nnchip.core.intmath import Rounding, requantize, round_shift, saturate
 from nnchip.lower.intgraph import IntGraph, IntNode
-from nnchip.lower.plan import Context, Step, apply_layout, as_int64, check_accumulator, ieee_float32, plan_for
+from nnchip.lower.plan import (
+    Context,
+    Step,
+    apply_layout,
+    as_int64,
+    check_accumulator,
+    ieee_float32,
+    plan_for,
+    reference_plan,
+)
 
 torch.backends.cuda.matmul.allow_tf32 = False
 
@@ -68,16 +80,18 @@ def _check_acc(node: IntNode, acc: Tensor, overflows: list[str], policy: str) ->
     check_accumulator(node, acc, Context(policy, overflows, 0))
 
 
-def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error") -> RunResult:
-    """Evaluate every node; returns all integer tensors by name (inputs included).
+def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error", fast: bool = True) -> RunResult:
+    """Evaluate every node; returns all integer tensors by name (inputs included), as int64.
 
-    The per-graph execution plan (fast paths chosen from proven bounds, packed weights) is built on the first
-    run and reused while the graph's nodes, attributes and parameter arrays stay the same objects and values
-    of attributes; replace a parameter array (rather than editing it in place) to change it.
+    `fast` (default) runs the execution plan of `nnchip.lower.plan`: per node the fastest evaluation that a
+    static bound proves exact, built on the first run and reused while the graph's nodes, attributes, tensor
+    types and parameter arrays stay the same (replace a parameter array, rather than editing it in place, to
+    change it). `fast=False` runs the plain integer reference evaluation of every node. Both give the same
+    integers; accumulators that may leave their declared width are checked in both.
     """
     if overflow not in ("error", "report"):
         raise ConversionError(f"overflow must be 'error' or 'report', got {overflow!r}")
-    plan = plan_for(graph, reference_step)
+    plan = plan_for(graph, reference_step) if fast else reference_plan(graph, reference_step)
     feeds = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     values: dict[str, Tensor] = {}
     for name, value in zip(graph.inputs, feeds, strict=True):

@@ -625,6 +625,13 @@ def _in_batch_slices(step: Step, sliced: list[bool], rows: int) -> Step:
     return run
 
 
+def reference_plan(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) -> Plan:
+    """Every node on its reference evaluation, every tensor stored as int64 (no caching)."""
+    storage = {name: torch.int64 for name in graph.tensors}
+    steps = [(node, reference(graph, node)) for node in graph.nodes]
+    return Plan(fingerprint(graph), steps, storage, {}, {node.name: "reference" for node in graph.nodes})
+
+
 def _narrowed(step: Step, dtype: torch.dtype) -> Step:
     if dtype == torch.int64:
         return step
