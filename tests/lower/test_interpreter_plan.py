@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from lowering_cases import PRECISIONS, lowered
 
 from nnchip.core.errors import ConversionError
-from nnchip.core.intmath import isqrt
 from nnchip.core.intspec import IntSpec
 from nnchip.lower import run
-from nnchip.lower.exact_float import SplitRequant, chunks_below, isqrt_rows, requant_in_float, window_exact
+from nnchip.lower.exact_float import SplitRequant, chunks_below, requant_in_float, window_exact
 from nnchip.lower.interpreter import reference_step
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
 from nnchip.lower.plan import plan_for
@@ -73,11 +72,14 @@ def test_split_requant_equals_int64_at_the_bounds(m0: int, n: int, zp: int, v_bi
     assert torch.equal(got, expected)
 
 
-def test_isqrt_rows_is_exact_up_to_2_62() -> None:
-    torch.manual_seed(0)
-    squares = torch.randint(1, 2**31 - 1, (2000,), dtype=torch.int64) ** 2
-    v = torch.cat([squares, squares - 1, squares + 1, torch.randint(0, 2**62, (2000,)), torch.tensor([0, 1, 2, 3])])
-    assert torch.equal(isqrt_rows(v), isqrt(v))
+def test_float64_square_root_floors_exactly_below_2_52() -> None:
+    """LayerNorm's std = floor(sqrt(var)) in float64: exact for var < 2^52, checked around perfect squares."""
+    generator = torch.Generator().manual_seed(0)
+    k = torch.cat([torch.randint(1, 2**26, (200_000,), generator=generator, dtype=torch.int64),
+                   torch.arange(1, 5000), torch.tensor([2**26 - 1])])
+    for v in (k * k - 1, k * k, k * k + 1):
+        expected = torch.where(v < k * k, k - 1, k)
+        assert torch.equal(torch.sqrt(v.to(torch.float64)).floor_().to(torch.int64), expected)
 
 
 def test_chunks_keep_every_partial_sum_below_the_limit() -> None:

@@ -38,23 +38,27 @@ def window_exact(shift: np.ndarray, zero_point: int, lo: int, hi: int) -> bool:
 
 
 def requant_in_float(v: Tensor, m: Tensor, c: float, lo: int, hi: int, out_dtype: torch.dtype, *,
-                     owned: bool = False) -> Tensor:
+                     owned: bool = False, t_max: float = math.inf) -> Tensor:
     """sat(floor(v·m + c), lo, hi) in float64, stored as `out_dtype`; v holds exact integers.
 
     `m` (float64, broadcast against v) and `c` are the exact constants M0·2^−n and zp + 1/2 of the module text.
-    `owned`: v is a float64 temporary that may be overwritten.
+    `owned`: v is a float64 temporary that may be overwritten; `t_max` bounds |v·m + c| (see `floor_saturate_`).
     """
     t = v if owned and v.dtype == torch.float64 else v.to(torch.float64, copy=True)
-    return floor_saturate_(t.mul_(m).add_(c), lo, hi, out_dtype)
+    return floor_saturate_(t.mul_(m).add_(c), lo, hi, out_dtype, t_max)
 
 
-def floor_saturate_(t: Tensor, lo: int, hi: int, out_dtype: torch.dtype) -> Tensor:
-    """sat(floor(t), lo, hi) as `out_dtype`, overwriting the float tensor t.
+def floor_saturate_(t: Tensor, lo: int, hi: int, out_dtype: torch.dtype, t_max: float = math.inf) -> Tensor:
+    """sat(floor(t), lo, hi) as `out_dtype`, overwriting the float tensor t; `t_max` bounds |t|.
 
-    For lo >= 0, clamping to [lo, hi + 1/2] and converting (which truncates towards zero, i.e. floors non-negative
-    values) saves the separate floor.
+    For lo >= 0 truncation towards zero, which the float-to-integer conversion does, gives the same saturated
+    result as the floor (values below lo saturate either way), so no floor pass is needed: when |t| < 2^15 the
+    value converts to int16 first and saturates there (cheaper than in float64), otherwise it clamps to
+    [lo, hi + 1/2] in float64 before converting.
     """
     if lo >= 0:
+        if out_dtype == torch.uint8 and t_max < 2**15:
+            return t.to(torch.int16).clamp_(lo, hi).to(torch.uint8)
         return store(t.clamp_(lo, hi + 0.5), out_dtype)
     return store(t.floor_().clamp_(lo, hi), out_dtype)
 
@@ -82,9 +86,9 @@ class SplitRequant:
     """
 
     def __init__(self, low: Tensor, low_offset: Tensor, high: Tensor, constant: Tensor, scale: Tensor, lo: int,
-                 hi: int) -> None:
+                 hi: int, t_max: float) -> None:
         self.low, self.low_offset, self.high, self.constant, self.scale = low, low_offset, high, constant, scale
-        self.lo, self.hi = lo, hi
+        self.lo, self.hi, self.t_max = lo, hi, t_max
 
     @staticmethod
     def build(v_max: int, m0: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int,
@@ -106,13 +110,14 @@ class SplitRequant:
             rows.append((math.ldexp(low, -split), math.ldexp(b * low, -split), float(high), float(constant),
                          math.ldexp(1.0, -k)))
         columns = [torch.tensor(column, dtype=torch.float64) for column in zip(*rows, strict=True)]
-        return SplitRequant(*columns, lo=lo, hi=hi)
+        t_max = v_max * float(np.max(np.abs(np.ldexp(m0.astype(np.float64), -shift)))) + abs(zero_point) + 2
+        return SplitRequant(*columns, lo=lo, hi=hi, t_max=t_max)
 
     def __call__(self, v: Tensor, view: Callable[[Tensor], Tensor], out_dtype: torch.dtype) -> Tensor:
         """v: exact integers (float64, overwritten); `view` shapes a per-channel column against v."""
         q = torch.mul(v, view(self.low)).add_(view(self.low_offset)).floor_().add_(view(self.constant))
         t = v.mul_(view(self.high)).add_(q).mul_(view(self.scale))
-        return floor_saturate_(t, self.lo, self.hi, out_dtype)
+        return floor_saturate_(t, self.lo, self.hi, out_dtype, self.t_max)
 
 
 def chunks_below(contributions: np.ndarray, limit: int) -> list[tuple[int, int]] | None:
@@ -136,12 +141,3 @@ def chunks_below(contributions: np.ndarray, limit: int) -> list[tuple[int, int]]
         running += column
     chunks.append((start, contributions.shape[1]))
     return chunks
-
-
-def isqrt_rows(v: Tensor) -> Tensor:
-    """Exact floor(sqrt(v)) of int64 values 0 <= v < 2^62: a float64 estimate corrected by integer comparisons."""
-    s = torch.sqrt(v.to(torch.float64)).floor_().to(torch.int64)
-    for _ in range(2):  # the estimate is off by at most one for v < 2^52, by a few units below 2^62
-        s = torch.where(s * s > v, s - 1, s)
-        s = torch.where((s + 1) * (s + 1) <= v, s + 1, s)
-    return s

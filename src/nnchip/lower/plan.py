@@ -43,7 +43,6 @@ from nnchip.lower.exact_float import (
     SplitRequant,
     chunks_below,
     floor_saturate_,
-    isqrt_rows,
     requant_in_float,
     store,
     window_exact,
@@ -184,6 +183,7 @@ class Requant:
         self.m0, self.shift, self.axis, self.out_dtype = m0, shift, axis, out_dtype
         self.offset = None if offset is None else np.asarray(offset, dtype=np.int64)
         self.m = torch.from_numpy(np.ldexp(m0.astype(np.float64), -shift))  # exact: |M0| < 2^53
+        self.t_max = v_max * float(self.m.abs().max()) + abs(self.zp) + 1  # bounds |v·m + zp + 1/2|
         self.split: SplitRequant | None = None
         if v_max < FLOAT64_EXACT and self.offset is None and window_exact(shift, self.zp, self.lo, self.hi):
             self.mode = "float64"
@@ -203,7 +203,7 @@ class Requant:
     def __call__(self, v: Tensor, *, owned: bool = False) -> Tensor:
         if self.mode == "float64":
             return requant_in_float(v, self._view(self.m, v.dim()), self.zp + 0.5, self.lo, self.hi, self.out_dtype,
-                                    owned=owned)
+                                    owned=owned, t_max=self.t_max)
         if self.split is not None:
             v = v if owned and v.dtype == torch.float64 else v.to(torch.float64, copy=True)
             return self.split(v, lambda column: self._view(column, v.dim()), self.out_dtype)
@@ -452,11 +452,12 @@ def gather(table: Tensor, index: Tensor) -> Tensor:
 
 
 class _LayerNorm:
-    """int_layernorm_core with exact float64 elementwise arithmetic, then the per-channel requant.
+    """int_layernorm_core in exact float64 arithmetic, then the per-channel requant.
 
-    mean = floor((2Σx + C)/2C) (int64 per row), y = x − mean, var = Σy² (< 2^53, checked), std = max(isqrt(var), 1),
-    f = floor((2^31 − 1)/std), z = floor(y·f/2) (y·f < 2^53); then requant of s·(z + β): the sign s is folded into
-    the multiplier (M0·s) and β into the requant's offset, which `SplitRequant` handles.
+    Σx, mean = floor((2Σx + C)/2C), y = x − mean, var = Σy², std = max(floor(sqrt(var)), 1) (a correctly
+    rounded square root floors exactly below 2^52, checked), f = floor((2^31 − 1)/std), z = floor(y·f/2)
+    (y·f < 2^53) — all integers below 2^53; then requant of s·(z + β): the sign s is folded into the multiplier
+    (M0·s) and β into the requant's offset, which `SplitRequant` handles.
     """
 
     def __init__(self, node: IntNode, x_range: Range, channels: int, out_dtype: torch.dtype) -> None:
@@ -468,17 +469,15 @@ class _LayerNorm:
         signed = np.where(negate, -1, 1) * np.asarray(node.params["multiplier"], dtype=np.int64)
         self.requant = Requant(node, v_max, out_dtype, axis=-1, multiplier=signed, offset=beta)
         self.exact = (node.attrs.get("sqrt_mode", "exact") == "exact" and width * INT31_MAX < FLOAT64_EXACT
-                      and channels * width * width < FLOAT64_EXACT)
+                      and channels * width * width < 2**52 and channels * (abs(x_range[0]) + abs(x_range[1])) < 2**50)
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
-        x = args[0]
         c = self.channels
-        total = x.sum(dim=-1, keepdim=True, dtype=torch.int64)
-        mean = torch.div(2 * total + c, 2 * c, rounding_mode="floor")
-        y = x.to(torch.float64).sub_(mean.to(torch.float64))
-        var = torch.linalg.vecdot(y, y, dim=-1).unsqueeze(-1)
-        std = isqrt_rows(var.to(torch.int64)).clamp_(min=1)
-        half_factor = torch.div(INT31_MAX, std, rounding_mode="floor").to(torch.float64).mul_(0.5)
+        y = args[0].to(torch.float64)
+        mean = torch.div(y.sum(dim=-1, keepdim=True).mul_(2).add_(c), 2 * c, rounding_mode="floor")
+        y.sub_(mean)
+        std = torch.linalg.vecdot(y, y, dim=-1).unsqueeze_(-1).sqrt_().floor_().clamp_(min=1)
+        half_factor = torch.div(INT31_MAX, std, rounding_mode="floor").mul_(0.5)
         return self.requant(y.mul_(half_factor).floor_(), owned=True)  # z = asr(y·f, 1)
 
 
@@ -575,7 +574,7 @@ def build_plan(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) 
     return Plan(fingerprint(graph), steps, storage, ranges, paths)
 
 
-SLICE_ELEMENTS = 1 << 17  # per slice: float64 temporaries of ~1 MB stay in cache and are not freshly mapped
+SLICE_ELEMENTS = 1 << 18  # per slice: float64 temporaries of ~1 MB stay in cache and are not freshly mapped
 
 
 def _batch_sliceable(graph: IntGraph, node: IntNode) -> list[bool] | None:
