@@ -8,6 +8,7 @@ Prints ratios measured in this run (medians of repeated timings) and writes them
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -15,10 +16,14 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from nnchip import QuantConfig, calibrate, quantize
 from nnchip.export import export
 from nnchip.lower import lower, run
+from nnchip.lower.interpreter import reference_step
+from nnchip.lower.intgraph import IntNode
+from nnchip.lower.plan import Context, plan_for
 from nnchip.models import build
 from nnchip.quant import default_act_spec, default_weight_spec
 
@@ -47,12 +52,55 @@ def quantized(name: str, options: dict, shape: tuple[int, ...], config: QuantCon
 
 
 def interpreter_ratio(name: str, options: dict, shape: tuple[int, ...]) -> dict:
+    """Whole model: integer interpreter (fetching the output) vs the float32 eager forward, same batch."""
     model, _, graph, x, x_int = quantized(name, options, shape, QuantConfig())
     with torch.no_grad():
         float_s = median_seconds(lambda: model(x))
-    int_s = median_seconds(lambda: run(graph, x_int))
-    return {"model": name, "batch": shape[0], "float_ms": 1e3 * float_s, "int_ms": 1e3 * int_s,
-            "throughput_ratio": float_s / int_s}
+    int_s = median_seconds(lambda: run(graph, x_int).outputs(graph))
+    paths = plan_for(graph, reference_step).paths
+    return {"model": name, "options": options, "batch": shape[0], "threads": torch.get_num_threads(),
+            "float_ms": 1e3 * float_s, "int_ms": 1e3 * int_s, "throughput_ratio": float_s / int_s,
+            "reference_nodes": sorted(n.op for n in graph.nodes if paths[n.name] == "reference")}
+
+
+def _float_softmax(t: torch.Tensor, n: IntNode) -> torch.Tensor:
+    return F.softmax(t, dim=int(n.attrs["dim"]))
+
+
+def _float_layernorm(t: torch.Tensor, n: IntNode) -> torch.Tensor:
+    return F.layer_norm(t, t.shape[-1:], torch.ones(t.shape[-1]), torch.zeros(t.shape[-1]))
+
+
+def _float_gelu(t: torch.Tensor, n: IntNode) -> torch.Tensor:
+    return F.gelu(t)
+
+
+def _each(functions: list, arguments: list[tuple]) -> None:  # type: ignore[type-arg]
+    for function, args in zip(functions, arguments, strict=True):
+        function(*args)
+
+
+def nonlinear_ratio(name: str, options: dict, shape: tuple[int, ...]) -> list[dict]:
+    """Integer Shiftmax / LayerNorm / GELU-table nodes vs torch's float32 softmax / layer_norm / gelu on the
+    same shapes: summed over the model's nodes of each kind, medians of repeated timings."""
+    _, qmodel, graph, _, x_int = quantized(name, options, shape, QuantConfig())
+    result = run(graph, x_int)
+    plan = plan_for(graph, reference_step)
+    context = Context("error", [], shape[0])
+    rows = []
+    for op, float_op in (("softmax", _float_softmax), ("layernorm", _float_layernorm), ("lut", _float_gelu)):
+        steps = [(node, step) for node, step in plan.steps if node.op == op]
+        if not steps:
+            continue
+        int_args = [[result.tensors[i].to(plan.storage[i]) for i in node.inputs] for node, _ in steps]
+        float_args = [args[0].float() for args in int_args]
+        int_s = median_seconds(functools.partial(_each, [step for _, step in steps], [(a, context) for a in int_args]))
+        float_s = median_seconds(functools.partial(_each, [functools.partial(float_op, n=n) for n, _ in steps],
+                                                   [(t,) for t in float_args]))
+        rows.append({"model": name, "options": options, "op": op, "nodes": len(steps),
+                     "threads": torch.get_num_threads(), "shape": list(int_args[0][0].shape),
+                     "float_ms": 1e3 * float_s, "int_ms": 1e3 * int_s, "throughput_ratio": float_s / int_s})
+    return rows
 
 
 def export_timing() -> dict:
@@ -134,29 +182,41 @@ def cifar_accuracy(path: str, limit: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts for the interpreter ratios")
+    parser.add_argument("--interpreter-only", action="store_true", help="skip export timing and accuracy tables")
     parser.add_argument("--out", default=None)
     parser.add_argument("--cifar", default=None, help="CIFAR-10 ImageFolder .tar.gz: adds the ResNet-20 table")
     parser.add_argument("--cifar-limit", type=int, default=10_000, help="test images used for the CIFAR table")
     parser.add_argument("--accuracy-only", action="store_true", help="only the fake-quant vs integer tables")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    results = {"interpreter": [], "export": {}, "digits": digits_accuracy()} if args.accuracy_only else {
-        "interpreter": [
-            interpreter_ratio("resnet20", {}, (64, 3, 32, 32)),
-            interpreter_ratio("vit_tiny", {"in_channels": 3, "image_size": 32, "patch": 4, "dim": 128, "depth": 6,
-                                           "heads": 4}, (64, 3, 32, 32)),
-            interpreter_ratio("vit_tiny", {"in_channels": 3, "image_size": 32, "patch": 2, "dim": 64, "depth": 2,
-                                           "heads": 8}, (64, 3, 32, 32)),
-        ],
-        "export": export_timing(),
-        "digits": digits_accuracy(),
-    }
+    vit = {"in_channels": 3, "image_size": 32, "patch": 4, "dim": 128, "depth": 6, "heads": 4}
+    vit_attention_heavy = {"in_channels": 3, "image_size": 32, "patch": 2, "dim": 64, "depth": 2, "heads": 8}
+    results: dict = {"interpreter": [], "nonlinear": []}
+    for threads in ([] if args.accuracy_only else [int(t) for t in args.threads.split(",")]):
+        torch.set_num_threads(threads)
+        results["interpreter"] += [interpreter_ratio("resnet20", {}, (64, 3, 32, 32)),
+                                   interpreter_ratio("vit_tiny", vit, (64, 3, 32, 32)),
+                                   interpreter_ratio("vit_tiny", vit_attention_heavy, (64, 3, 32, 32))]
+        results["nonlinear"] += (nonlinear_ratio("vit_tiny", vit, (64, 3, 32, 32))
+                                 + nonlinear_ratio("vit_tiny", vit_attention_heavy, (64, 3, 32, 32)))
+    for row in results["interpreter"]:
+        tokens = "" if row["model"] == "resnet20" else f" patch {row['options']['patch']}"
+        print(f"{row['model']:<10}{tokens:<8} batch {row['batch']} threads {row['threads']}: float "
+              f"{row['float_ms']:.1f} ms, integer {row['int_ms']:.1f} ms, throughput ratio "
+              f"{row['throughput_ratio']:.2f}")
+    for row in results["nonlinear"]:
+        print(f"{row['model']:<10} patch {row['options']['patch']:<2} {row['op']:<9} x{row['nodes']} {row['shape']} "
+              f"threads {row['threads']}: float {row['float_ms']:.2f} ms, integer {row['int_ms']:.2f} ms, "
+              f"throughput ratio {row['throughput_ratio']:.2f}")
+    if args.interpreter_only:
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2))
+        return
+    torch.set_num_threads(2)
+    results["export"] = {} if args.accuracy_only else export_timing()
+    results["digits"] = digits_accuracy()
     if args.cifar:
         results["digits"] += cifar_accuracy(args.cifar, args.cifar_limit)
-    for row in results["interpreter"]:
-        print(f"{row['model']:<10} batch {row['batch']}: float {row['float_ms']:.1f} ms, integer "
-              f"{row['int_ms']:.1f} ms, throughput ratio {row['throughput_ratio']:.2f}")
     for key, value in results["export"].items():
         print(f"{key}: {value:.3f}")
     for row in results["digits"]:

@@ -1,14 +1,17 @@
 """Run an IntGraph on integer tensors, exactly (docs/integer-semantics.md).
 
-Conv/linear/matmul reductions run in float32 when the lowering's weight-aware bound proves every partial sum
-below 2^24, in float64 below 2^53, else in int64-added float64 chunks (`fast_paths`); requantization runs in
-place on the accumulator; everything else is int64 arithmetic on `nnchip.core` primitives. Where the static
-bound does not prove the declared accumulator width, accumulators are checked at run time:
-`overflow="error"` raises, `"report"` records them in the returned `overflows` list.
+`run` executes the graph's plan (`nnchip.lower.plan`: int8/float32 reductions, float64 requantization and
+tables wherever a static bound proves them exact). Each node's reference evaluation (`_run_node`, used by the
+plan where no fast path is proven and by `run(..., fast=False)`) reduces in float32 when the lowering's
+weight-aware bound proves every partial sum below 2^24, in float64 below 2^53, else in int64-added float64
+chunks (`fast_paths`); everything else is int64 arithmetic on `nnchip.core` primitives. Where the static bound
+does not prove the declared accumulator width, accumulators are checked at run time: `overflow="error"` raises,
+`"report"` records them in the returned `overflows` list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -20,14 +23,43 @@ from nnchip.core.int_nonlinear import int_layernorm_core, shift_gelu, shiftmax, 
 from nnchip.core.intmath import Rounding, requantize
 from nnchip.lower.fast_paths import Conv2dFn, exact_gemm, linear_fn, matmul_exact, requantize_inplace
 from nnchip.lower.intgraph import IntGraph, IntNode
+from nnchip.lower.plan import (
+    Context,
+    Step,
+    apply_layout,
+    as_int64,
+    check_accumulator,
+    ieee_float32,
+    plan_for,
+    reference_plan,
+)
 from nnchip.lower.vq_ops import lut_accumulate, run_vq_encode
 
 torch.backends.cuda.matmul.allow_tf32 = False
 
 
+class IntValues(Mapping[str, Tensor]):
+    """Every tensor of a run by name, as int64 (converted from the interpreter's narrow storage on first access)."""
+
+    def __init__(self, stored: dict[str, Tensor]) -> None:
+        self._stored = stored
+        self._int64: dict[str, Tensor] = {}
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._int64:
+            self._int64[name] = as_int64(self._stored[name])
+        return self._int64[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stored)
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+
 @dataclass
 class RunResult:
-    tensors: dict[str, Tensor]
+    tensors: Mapping[str, Tensor]
     overflows: list[str] = field(default_factory=list)
 
     def outputs(self, graph: IntGraph) -> list[Tensor]:
@@ -47,55 +79,46 @@ def _exact_reduce(fn, *operands: Tensor, bound_bits: int) -> Tensor:  # type: ig
 
 
 def _check_acc(node: IntNode, acc: Tensor, overflows: list[str], policy: str) -> None:
-    bits = int(node.attrs.get("declared_acc_bits", node.attrs.get("acc_bits", 32)))
-    limit = 1 << (bits - 1)
-    if bool((acc >= limit).any()) or bool((acc < -limit).any()):
-        message = f"{node.attrs.get('source', node.name)}: accumulator outside {bits} bits"
-        if policy == "error":
-            raise ConversionError(message)
-        overflows.append(message)
+    check_accumulator(node, acc, Context(policy, overflows, 0))
 
 
-def _layout(node: IntNode, x: Tensor, batch: int) -> Tensor:
-    def decode(value: object) -> object:
-        if value == "batch":
-            return batch
-        if isinstance(value, dict) and "slice" in value:
-            return slice(*value["slice"])
-        if isinstance(value, dict) and value.get("ellipsis"):
-            return Ellipsis
-        if isinstance(value, list):
-            return [decode(v) for v in value]
-        return value
+def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error", fast: bool = True) -> RunResult:
+    """Evaluate every node; returns all integer tensors by name (inputs included), as int64.
 
-    fn = node.attrs["fn"]
-    args = [decode(a) for a in node.attrs["args"]]
-    kwargs = {k: decode(v) for k, v in node.attrs["kwargs"].items()}
-    if fn == "getitem":
-        index = args[0]
-        return x[tuple(index) if isinstance(index, list) else index]
-    method = {"reshape": "reshape", "flatten": "flatten", "permute": "permute", "transpose": "transpose",
-              "unflatten": "unflatten", "squeeze": "squeeze", "unsqueeze": "unsqueeze", "expand": "expand",
-              "unbind": "unbind", "chunk": "chunk", "split": "split"}[fn]
-    args = [tuple(a) if isinstance(a, list) else a for a in args]
-    return getattr(x, method)(*args, **kwargs)
-
-
-def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error") -> RunResult:
-    """Evaluate every node; returns all integer tensors by name (inputs included)."""
-    values: dict[str, Tensor] = {}
+    `fast` (default) runs the execution plan of `nnchip.lower.plan`: per node the fastest evaluation that a
+    static bound proves exact, built on the first run and reused while the graph's nodes, attributes, tensor
+    types and parameter arrays stay the same (replace a parameter array, rather than editing it in place, to
+    change it). `fast=False` runs the plain integer reference evaluation of every node. Both give the same
+    integers; accumulators that may leave their declared width are checked in both.
+    """
+    if overflow not in ("error", "report"):
+        raise ConversionError(f"overflow must be 'error' or 'report', got {overflow!r}")
+    plan = plan_for(graph, reference_step) if fast else reference_plan(graph, reference_step)
     feeds = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    values: dict[str, Tensor] = {}
     for name, value in zip(graph.inputs, feeds, strict=True):
         spec = graph.tensors[name].spec
-        value = value.to(torch.int64)
-        if bool((value < spec.qmin).any()) or bool((value > spec.qmax).any()):
+        if value.is_floating_point():
+            value = value.to(torch.int64)
+        low, high = torch.aminmax(value)
+        if int(low) < spec.qmin or int(high) > spec.qmax:
             raise ConversionError(f"input {name} holds values outside its {spec.bits}-bit type")
-        values[name] = value
-    overflows: list[str] = []
-    for node in graph.nodes:
-        values[node.output] = _run_node(graph, node, [values[i] for i in node.inputs], overflows, overflow,
-                                        batch=feeds[0].shape[0])
-    return RunResult(values, overflows)
+        values[name] = value.to(plan.storage[name])
+    context = Context(overflow, [], feeds[0].shape[0])
+    with ieee_float32():
+        for node, step in plan.steps:
+            values[node.output] = step([values[i] for i in node.inputs], context)
+    return RunResult(IntValues(values), context.overflows)
+
+
+def reference_step(graph: IntGraph, node: IntNode) -> Step:
+    """The plain integer evaluation of one node (int64 in, int64 out): the path when no fast path is proven."""
+
+    def step(args: list[Tensor], context: Context) -> Tensor:
+        return _run_node(graph, node, [as_int64(a) for a in args], context.overflows, context.policy,
+                         batch=context.batch)
+
+    return step
 
 
 def _requant_node(node: IntNode, acc: Tensor, axis: int = 1, in_zp: int = 0, *, owned: bool = False) -> Tensor:
@@ -128,7 +151,7 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
     if op in ("identity",):
         return args[0]
     if op == "layout":
-        return _layout(node, args[0], batch)
+        return apply_layout(node, args[0], batch)
     if op == "maxpool":
         x = args[0]
         pad = node.attrs["padding"]
@@ -164,7 +187,8 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
             if n - frac > 0:
                 t.add_(1 << (n - frac - 1)).bitwise_right_shift_(n - frac)
             aligned.append(t)
-        total = aligned[0].add_(aligned[1])
+        first, second = aligned
+        total = first.add_(second) if first.shape == second.shape else first + second  # broadcasts allocate
         if frac > 0:
             total.add_(1 << (frac - 1)).bitwise_right_shift_(frac)
         return total.add_(int(node.attrs["out_zero_point"])).clamp_(int(node.attrs["lo"]), int(node.attrs["hi"]))
