@@ -138,3 +138,14 @@ def test_snapped_codebooks_make_the_fake_quant_search_the_integer_one(metric: st
         layer = layers[node.attrs["source"].split(" ")[0]]
         index = layer.encode(layer.groups(layer.rows(real)))[1].transpose(0, 1)  # (N, C)
         assert torch.equal(index.reshape(tensors[node.output].shape), tensors[node.output]), node.name
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "chebyshev"])
+def test_search_without_gradient_finds_the_nearest_centroid_of_the_distance(metric: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 500, 4)  # (G, N, v)
+    codebook = torch.randn(3, 16, 4)  # (G, K, v)
+    strided = torch.randn(500, 3, 4).transpose(0, 1)  # the layer passes a strided view of its rows
+    chosen = METRICS.get(metric)
+    for points in (x, strided):
+        assert torch.equal(chosen.search(points, codebook), chosen.distance(points, codebook).argmin(-1))

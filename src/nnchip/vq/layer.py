@@ -84,9 +84,10 @@ class LUTLayer(nn.Module):
         ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
         return y.reshape(b, oh, ow, self.out_features).permute(0, 3, 1, 2)
 
-    def groups(self, rows: Tensor) -> Tensor:
-        """Rows (N, D) -> sub-vectors (C, N, v), contiguous."""
-        return rows.reshape(rows.shape[0], self.num_codebooks, self.v).transpose(0, 1).contiguous()
+    def groups(self, rows: Tensor, *, contiguous: bool = True) -> Tensor:
+        """Rows (N, D) -> sub-vectors (C, N, v) (a strided view unless `contiguous`)."""
+        groups = rows.reshape(rows.shape[0], self.num_codebooks, self.v).transpose(0, 1)
+        return groups.contiguous() if contiguous else groups
 
     def flat_weight(self) -> Tensor:
         return self.weight.reshape(self.out_features, self.in_features)  # (M, D)
@@ -102,8 +103,11 @@ class LUTLayer(nn.Module):
         return quantize_tables(tables, scales, self.table_bits) * scales
 
     # ---- forward -------------------------------------------------------------------------------------
-    def encode(self, groups: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, groups: Tensor) -> tuple[Tensor | None, Tensor]:
         """Sub-vectors (C, N, v) -> (distances (C, N, K), nearest indices (C, N)).
+
+        Without gradient the float search is the metric's `search` (same nearest centroid) and returns no
+        distances.
 
         In eval mode after `snap_codebooks` (grid_scale > 0) inputs and centroids are on the input grid and the
         search runs on their integer offsets, exactly as the integer model does (ties -> the lowest index)."""
@@ -111,8 +115,10 @@ class LUTLayer(nn.Module):
         if not self.training and float(self.grid_scale) > 0:
             scale = self.grid_scale.to(groups.dtype)
             distances = metric.int_distance(torch.round(groups / scale), torch.round(self.codebooks / scale))
-        else:
+        elif torch.is_grad_enabled():
             distances = metric.distance(groups, self.codebooks)
+        else:
+            return None, metric.search(groups, self.codebooks)
         return distances, nearest_index(distances)
 
     def nearest(self, index: Tensor) -> Tensor:
@@ -125,12 +131,21 @@ class LUTLayer(nn.Module):
         total = F.embedding_bag(flat, tables.reshape(-1, self.out_features), mode="sum")
         return total if self.bias is None else total + self.bias
 
+    def exact_rows(self, x: Tensor) -> Tensor:
+        """The exact layer x·Wᵀ + b as rows (N, M) (conv: the convolution itself, whose backward is cheaper than
+        the im2col view's)."""
+        if not self.is_conv:
+            return F.linear(x.reshape(-1, self.in_features), self.flat_weight(), self.bias)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)  # (B, M, OH, OW)
+        return y.permute(0, 2, 3, 1).reshape(-1, self.out_features)
+
     def forward(self, x: Tensor) -> Tensor:
-        rows = self.rows(x)  # (N, D)
-        n = rows.shape[0]
         mode = self.mode if self.training else "hard"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and mode == "joint"):  # only soft weights need grads
-            distances, index = self.encode(self.groups(rows))  # (C, N, K), (C, N)
+        soft = torch.is_grad_enabled() and mode == "joint"  # only the soft assignment needs gradients of the rows
+        rows = self.rows(x if soft else x.detach())  # (N, D)
+        n = rows.shape[0]
+        with torch.set_grad_enabled(soft):
+            distances, index = self.encode(self.groups(rows, contiguous=soft))  # (C, N, K) or None, (C, N)
         if mode == "hard":
             tables = self.dequantized_tables() if self.quantize_tables else self.tables()
             return self.unrows(self.gather(tables, index), x)
@@ -139,13 +154,14 @@ class LUTLayer(nn.Module):
         weight = self.flat_weight()
         if mode == "reconstruct":
             x_hard = self.nearest(index).transpose(0, 1).reshape(n, self.in_features)  # (N, D)
-            exact = F.linear(rows, weight, self.bias)
+            exact = self.exact_rows(x)  # x·Wᵀ + b: its gradient is the straight-through path
             target = exact.detach()
             hard = F.linear(x_hard, weight.detach(), None if self.bias is None else self.bias.detach())
             self.lut_loss = (hard - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12)
             path = exact
         else:
-            weights = torch.softmax(-distances / self.log_tau.exp(), dim=-1)  # (C, N, K)
+            assert distances is not None
+            weights = torch.softmax(distances * -torch.exp(-self.log_tau), dim=-1)  # softmax_k(−d/τ) (C, N, K)
             x_soft = torch.bmm(weights, self.codebooks).transpose(0, 1).reshape(n, self.in_features)
             path = F.linear(x_soft, weight, self.bias)
         return self.unrows(path + (value - path).detach(), x)

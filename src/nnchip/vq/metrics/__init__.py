@@ -1,8 +1,11 @@
 """Distance metrics of vector quantization, registered by name (one file each).
 
-A metric is a `Metric` object with two pure functions on sub-vectors:
+A metric is a `Metric` object with three pure functions on sub-vectors:
     distance(x, codebook)      float, differentiable: x (G, N, v), codebook (G, K, v) -> (G, N, K)
     int_distance(x, codebook)  exact integers (int64): same shapes; the nearest centroid minimises it
+    search(x, codebook)        nearest indices (G, N) by the float distance, for searches without gradient: the
+                               same argmin as `distance` up to float rounding, computed more cheaply where a
+                               monotone transform allows (L2: ‖p‖² − 2·p·x); ties -> the lowest index
 `int_distance` is monotone in `distance` on integer inputs (L2 drops the square root), so both pick the same
 centroid up to float rounding. Nearest-centroid ties are broken by the lowest index (`nearest_index`).
 """
@@ -20,11 +23,18 @@ from nnchip.core.registry import Registry
 
 @dataclass(frozen=True)
 class Metric:
-    """A named distance: `distance` (float, differentiable) and `int_distance` (exact int64)."""
+    """A named distance: `distance` (float, differentiable), `int_distance` (exact int64), `search` (no gradient)."""
 
     name: str
     distance: Callable[[Tensor, Tensor], Tensor]
     int_distance: Callable[[Tensor, Tensor], Tensor]
+    fast_search: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def search(self, x: Tensor, codebook: Tensor) -> Tensor:
+        """Nearest indices (G, N) of x (G, N, v) in codebook (G, K, v), without gradient."""
+        if self.fast_search is not None:
+            return self.fast_search(x, codebook)
+        return nearest_index(self.distance(x, codebook))
 
 
 METRICS: Registry[Metric] = Registry("vq metric")
