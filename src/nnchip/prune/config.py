@@ -41,7 +41,8 @@ class PruneConfig:
     budget           block only: what `sparsity` is a fraction of — "sparsity" (weights of the pruned layers),
                      or of the whole model's "flops" (MACs), modeled "latency" (systolic cycles, zero blocks
                      skipped) or modeled "energy" (45 nm table, zero-skipping); see prune/budget.py
-    calib_batch_size block only: images per gradient batch of the Taylor statistics
+    calib_batch_size block only: images per gradient batch of the Taylor statistics (1: per-sample gradients,
+                     the empirical Fisher proper; larger batches are faster and underestimate F)
     """
 
     structure: str = "unstructured"

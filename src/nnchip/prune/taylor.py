@@ -46,14 +46,18 @@ def gradient_statistics(model: nn.Module, layers: Sequence[nn.Module],
             w.requires_grad_(True)
         for batch in batches:
             x, y = (batch, None) if isinstance(batch, Tensor) else (batch[0], batch[1])
-            logits = model(x)
-            if logits.dim() != 2:
-                raise DataError(f"Taylor block scores need (batch, classes) logits, got shape {tuple(logits.shape)}")
-            target = logits.detach().argmax(dim=1) if y is None else y
-            loss = nn.functional.cross_entropy(logits, target)
-            for g, f, d in zip(grads, fisher, torch.autograd.grad(loss, weights), strict=True):
-                g.add_(d)
-                f.add_(d * d)
+            with torch.enable_grad():
+                logits = model(x)
+                if logits.dim() != 2:
+                    raise DataError(f"Taylor block scores need (batch, classes) logits, got shape "
+                                    f"{tuple(logits.shape)}")
+                target = logits.detach().argmax(dim=1) if y is None else y
+                loss = nn.functional.cross_entropy(logits, target)
+                batch_grads = torch.autograd.grad(loss, weights, allow_unused=True)
+            for g, f, d in zip(grads, fisher, batch_grads, strict=True):
+                if d is not None:  # a layer the forward does not reach has no gradient
+                    g.add_(d)
+                    f.add_(d * d)
             count += 1
     finally:
         for w, flag in zip(weights, flags, strict=True):
