@@ -218,3 +218,33 @@ def test_block_pruned_vit_keeps_digits_accuracy_after_a_short_finetune() -> None
     report = budget_report(tuned, config, calibration[:1])
     assert report["flops"]["removed"] >= 0.4 and report["latency"]["removed"] > 0.3
     assert float_acc > 0.9 and acc >= float_acc - 0.05, (float_acc, acc)  # measured: 93.6 % → 91.1 %
+
+
+@pytest.mark.parametrize("budget", ["sparsity", "latency"])
+def test_a_higher_target_keeps_earlier_blocks_pruned(budget: str) -> None:
+    from nnchip.prune import apply_pruning
+
+    model, x = _vit(), torch.randn(8, 1, 8, 8)
+    config = _block_config(score="taylor2", budget=budget, scope="global")
+    apply_pruning(model, config, 0.3, (x,))
+    first = {path: weight_mask(m) for path, m in prunable_layers(model, config)}
+    apply_pruning(model, config, 0.6, (x,))
+    for path, m in prunable_layers(model, config):
+        assert bool((weight_mask(m) <= first[path]).all()), path  # nested: what was pruned stays pruned
+    assert budget_report(model, config, x[:1])[budget]["removed"] >= 0.6
+
+
+def test_prune_cli_runs_a_block_recipe(tmp_path: Path) -> None:
+    import yaml
+    from test_cli import TINY
+
+    from nnchip.cli.main import main
+
+    recipe = {**TINY, "prune": {"structure": "block", "block_shape": [4, 8], "score": "taylor2", "budget": "flops",
+                                "sparsity": 0.3}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["prune", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())[0]
+    assert record["structure"] == "block" and record["bit_exact"] is True
+    assert record["budget"]["flops"]["removed"] >= 0.3 and record["mac_reduction"] >= 0.3
+    assert record["layer_density"]["conv1"] == 1.0 and record["layer_density"]["conv2"] < 1.0
