@@ -44,14 +44,15 @@ def run_prune_recipe(recipe: PruneRecipe, out_dir: Path, *, log: Any = print) ->
     float_acc = top1(model, bundle.test)
     calib = bundle.calibration_batches()
     example = calib[0][:1]
+    inputs = torch.cat(calib) if recipe.prune.uses_calibration else example  # Taylor scores, hardware budgets
     t = time.perf_counter()
     if recipe.finetune is None:
-        pruned = prune(model, recipe.prune, example_inputs=example)
+        pruned = prune(model, recipe.prune, example_inputs=inputs)
     else:
         f = recipe.finetune
         pruned = finetune(copy.deepcopy(model), bundle.train, recipe.prune, epochs=f.epochs, lr=f.lr,
                           batch_size=f.batch_size, weight_decay=f.weight_decay, seed=base.seed,
-                          example_inputs=example, max_steps=f.max_steps)
+                          example_inputs=inputs, max_steps=f.max_steps)
     timings["prune_s"] = time.perf_counter() - t
     pruned_acc = top1(pruned, bundle.test)
     name = base.model.name or Path(str(base.model.checkpoint)).stem
@@ -64,6 +65,10 @@ def run_prune_recipe(recipe: PruneRecipe, out_dir: Path, *, log: Any = print) ->
         "layer_density": {r.path: r.density for r in sparsity_report(pruned)},
         **compression_report(model, pruned, example),
     }
+    if recipe.prune.structure == "block":
+        from nnchip.prune.budget import budget_report
+
+        record["budget"] = budget_report(pruned, recipe.prune, example)
     if recipe.quantized:
         from nnchip.lower.demo_stage import lower_export_verify
 

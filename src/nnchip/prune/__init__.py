@@ -1,6 +1,7 @@
 """Pruning: structures registered by name (unstructured, N:M with SR-STE, channel/head removal), schedules,
 `prune()` and reports. Masks are parametrizations that survive quantize() and the integer lowering."""
 
+from nnchip.prune import block as _block  # noqa: F401  (registers "block")
 from nnchip.prune import channel as _channel  # noqa: F401  (registers "channel")
 from nnchip.prune import nm as _nm  # noqa: F401  (registers "nm")
 from nnchip.prune import unstructured as _unstructured  # noqa: F401  (registers "unstructured")

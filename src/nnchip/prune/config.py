@@ -11,6 +11,8 @@ from nnchip.core.errors import ConfigError
 
 SCOPES = ("layer", "global")
 SCHEDULES = ("one_shot", "gradual")
+BLOCK_SCORES = ("magnitude", "taylor1", "taylor2")
+BLOCK_BUDGETS = ("sparsity", "flops", "latency", "energy")
 CONFIG_VERSION = 1
 
 
@@ -20,8 +22,9 @@ class PruneConfig:
 
     structure        registered name: "unstructured" (magnitude), "nm" (N:M along the reduction axis),
                      "channel" (filters/channels and attention heads, physically removed)
+                     "block" (2-D blocks of the im2col view, Taylor-scored, allocated under a budget)
     sparsity         fraction of weights (unstructured) or channels/heads (channel) removed, in [0, 1);
-                     N:M removes 1 - n/m and ignores it
+                     N:M removes 1 - n/m and ignores it; block: the fraction of `budget` removed
     scope            "layer": every layer at `sparsity`; "global": one magnitude threshold over all layers
     n, m             keep n of every m consecutive weights of a row of the (C_out, C_in·kh·kw) im2col view
     sr_ste           N:M only: the mask is recomputed from |w| at every forward and training uses SR-STE
@@ -32,6 +35,14 @@ class PruneConfig:
     exclude          module paths left dense
     layer_sparsity   (path, sparsity) overrides of `sparsity` for single layers (channel: producer layers)
     heads            channel only: also remove attention heads (separate q/k/v projections)
+    block_shape      block only: (rows, cols) of a block of the (C_out, C_in·kh·kw) im2col view; must divide it
+    score            block only: "magnitude" (Σ|w|), "taylor1" (|Σ g·w|), "taylor2" (+ ½ Σ w²·F, empirical
+                     Fisher); Taylor scores need calibration inputs (example_inputs), see prune/taylor.py
+    budget           block only: what `sparsity` is a fraction of — "sparsity" (weights of the pruned layers),
+                     or of the whole model's "flops" (MACs), modeled "latency" (systolic cycles, zero blocks
+                     skipped) or modeled "energy" (45 nm table, zero-skipping); see prune/budget.py
+    calib_batch_size block only: images per gradient batch of the Taylor statistics (1: per-sample gradients,
+                     the empirical Fisher proper; larger batches are faster and underestimate F)
     """
 
     structure: str = "unstructured"
@@ -48,6 +59,10 @@ class PruneConfig:
     exclude: tuple[str, ...] = ()
     layer_sparsity: tuple[tuple[str, float], ...] = ()
     heads: bool = True
+    block_shape: tuple[int, int] = (4, 4)
+    score: str = "taylor2"
+    budget: str = "sparsity"
+    calib_batch_size: int = 1
 
     def __post_init__(self) -> None:
         from nnchip.prune.registry import PRUNE_STRUCTURES
@@ -71,9 +86,33 @@ class PruneConfig:
             raise ConfigError(f"prune.sr_ste_decay must be >= 0, got {self.sr_ste_decay}")
         if self.sr_ste and self.structure != "nm":
             raise ConfigError("prune.sr_ste applies to structure 'nm' only")
+        self._check_block_fields()
         if self.schedule == "gradual" and self.initial_sparsity > self.sparsity:
             raise ConfigError(f"prune.initial_sparsity ({self.initial_sparsity}) exceeds prune.sparsity "
                               f"({self.sparsity})")
+
+    def _check_block_fields(self) -> None:
+        shape = self.block_shape
+        if (not isinstance(shape, tuple) or len(shape) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+            raise ConfigError(f"prune.block_shape must be two positive integers (rows, cols), got {shape!r}")
+        if self.score not in BLOCK_SCORES:
+            raise ConfigError(f"prune.score must be one of {', '.join(BLOCK_SCORES)}, got {self.score!r}")
+        if self.budget not in BLOCK_BUDGETS:
+            raise ConfigError(f"prune.budget must be one of {', '.join(BLOCK_BUDGETS)}, got {self.budget!r}")
+        size = self.calib_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"prune.calib_batch_size must be a positive integer, got {size!r}")
+        if self.structure != "block":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in ("block_shape", "score", "budget", "calib_batch_size"):
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"prune.{name} applies to structure 'block' only")
+
+    @property
+    def uses_calibration(self) -> bool:
+        """Block pruning with Taylor scores or a hardware budget reads calibration inputs (example_inputs)."""
+        return self.structure == "block" and (self.score != "magnitude" or self.budget != "sparsity")
 
     @property
     def target_sparsity(self) -> float:
@@ -87,6 +126,7 @@ class PruneConfig:
         out: dict[str, Any] = {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
         out["exclude"] = list(self.exclude)
         out["layer_sparsity"] = dict(self.layer_sparsity)
+        out["block_shape"] = list(self.block_shape)
         return out
 
     @classmethod
@@ -105,6 +145,8 @@ class PruneConfig:
             if not isinstance(overrides, Mapping):
                 raise ConfigError(f"{where}.layer_sparsity must map a module path to a sparsity")
             values["layer_sparsity"] = tuple(sorted(overrides.items()))
+        if isinstance(values.get("block_shape"), list):
+            values["block_shape"] = tuple(values["block_shape"])
         try:
             return cls(**values)
         except TypeError as exc:
