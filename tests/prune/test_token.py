@@ -256,7 +256,7 @@ def test_prune_structure_token_and_recipe_fields() -> None:
     (lambda: prune_tokens(_model("vit_tiny"), TokenPruneConfig(blocks=(5,)), example_inputs=torch.randn(1, 1, 8, 8)),
      ConfigError, "no attention block 5; the model has 2 .*blocks.0"),
     (lambda: prune_tokens(build("cnn_tiny", in_channels=1, image_size=8), TokenPruneConfig(),
-                          example_inputs=torch.randn(1, 1, 8, 8)), UnsupportedError, "CNNTiny|Cnn|has no attention"),
+                          example_inputs=torch.randn(1, 1, 8, 8)), UnsupportedError, "TinyCNN has no attention block"),
     (lambda: prune(_model("vit_tiny"), PruneConfig(structure="token", schedule="gradual", sparsity=0.3)),
      ConfigError, "example_inputs|one-shot"),
     (lambda: prune(_model("vit_tiny"), PruneConfig(structure="token", exclude=("blocks.9",)),
@@ -272,3 +272,23 @@ def test_onnx_export_refuses_token_select_naming_the_node(tmp_path: Path) -> Non
     _, graph, _, _ = _quantized("vit_tiny", "w8a8")
     with pytest.raises(UnsupportedError, match=r"node \S+ \(op token_select\)"):
         export(graph, tmp_path / "e", formats=("npy", "onnx"))
+
+
+def test_prune_cli_runs_a_token_recipe(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+
+    from nnchip.cli.main import main
+
+    recipe = {
+        "model": {"name": "vit_tiny", "num_classes": 10, "in_channels": 1, "image_size": 8},
+        "data": {"kind": "digits", "calib_images": 64},
+        "pretrain": {"epochs": 1, "lr": 0.003, "batch_size": 64, "optimizer": "adamw", "progress": False},
+        "prune": {"structure": "token", "sparsity": 0.3},
+        "quant": {"weight": {"bits": 8}, "act": {"bits": 8}},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["prune", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())[0]
+    assert record["structure"] == "token" and record["bit_exact"] is True and record["mac_reduction"] > 0.1
