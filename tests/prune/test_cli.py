@@ -10,6 +10,7 @@ import yaml
 
 from nnchip.cli.main import main
 from nnchip.core.errors import ConfigError
+from nnchip.prune import PRUNE_STRUCTURES
 from nnchip.prune.recipe import prune_recipe_from_dict
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "prune"
@@ -61,7 +62,7 @@ def test_committed_prune_recipes_parse() -> None:
         if "path" in data.get("data", {}):
             data.pop("data")
         recipe = prune_recipe_from_dict(data)
-        assert recipe.prune.structure in ("nm", "channel"), path.name
+        assert recipe.prune.structure in PRUNE_STRUCTURES, path.name
 
 
 def test_demo_prune_recipes_equal_the_demo_rows() -> None:
