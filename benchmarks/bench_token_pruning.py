@@ -7,8 +7,9 @@ Rows, all on `benchmarks/checkpoints/vit_tiny_cifar10.safetensors` (6 blocks, 64
   * the same keep ratio chosen against modeled latency instead (`keep_ratio_for_latency`, target `--target`
     × the unpruned compute cycles on a 16×16 weight-stationary systolic array), one-shot;
   * W8A8 (default QuantConfig, PTQ calibration on `--calib` training images) of the fine-tuned keep-0.7
-    model: fake-quant top-1 and the integer model's top-1 (IntGraph interpreter), and whether the deploy
-    forward and the interpreter agree bit for bit on a test batch.
+    model and, for reference, of the unpruned model: fake-quant top-1, the integer model's top-1 (IntGraph
+    interpreter), how often the fake-quant model predicts the integer model's class and keeps the same tokens,
+    and whether the deploy forward and the interpreter agree bit for bit on a test batch.
 MACs per image (conv/linear/attention GEMMs) and modeled cycles (16×16 WS and 32×32 OS arrays) before/after.
 Top-1 on `--test-images` test images (every k-th; the test set is sorted by class; default all 10 000).
 
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from nnchip import QuantConfig, calibrate, quantize
+from nnchip.core.token_select import class_attention_scores, kept_token_indices
 from nnchip.data import load_cifar10_tar
 from nnchip.lower import lower, run
 from nnchip.models import build
@@ -64,19 +66,41 @@ def costs(model: nn.Module, dense: nn.Module, x1: Tensor) -> dict[str, Any]:
     return out
 
 
-def integer_top1(qmodel: nn.Module, x: Tensor, y: Tensor, batch: int = 250) -> tuple[float, bool]:
-    """(integer top-1 through the IntGraph interpreter, deploy forward == interpreter on the first batch)."""
+def integer_top1(qmodel: nn.Module, x: Tensor, y: Tensor, batch: int = 250) -> dict[str, Any]:
+    """Integer top-1 through the IntGraph interpreter; agreement of the fake-quant model with it (predictions,
+    and kept-token sets of every token_select node per image); deploy forward == interpreter on batch 1."""
     graph = lower(qmodel)
     quantizer = qmodel.gm.get_submodule(graph.inputs[0])
-    correct, exact = 0, True
+    selects = [n for n in graph.nodes if n.op == "token_select"]
+    probs_targets = {str(n.target): n.name for n in qmodel.gm.graph.nodes if n.name in {s.inputs[1] for s in selects}}
+    correct = same_prediction = same_selection = 0
+    exact = True
     for i in range(0, x.shape[0], batch):
         x_int = quantizer.int_values(x[i:i + batch]).to(torch.int64)
         tensors = run(graph, x_int).tensors
-        correct += int((tensors[graph.outputs[0]].argmax(1) == y[i:i + batch]).sum())
+        prediction = tensors[graph.outputs[0]].argmax(1)
+        correct += int((prediction == y[i:i + batch]).sum())
+        caught: dict[str, Tensor] = {}
+        hooks = [qmodel.gm.get_submodule(target).register_forward_hook(
+            lambda m, args, out, name=name, caught=caught: caught.__setitem__(
+                name, m.int_values(args[0]).to(torch.int64)))
+            for target, name in probs_targets.items()]
+        with torch.no_grad():
+            same_prediction += int((qmodel(x[i:i + batch]).argmax(1) == prediction).sum())
+        for hook in hooks:
+            hook.remove()
+        for node in selects:
+            keep = int(node.attrs["keep"])
+            fake_kept = kept_token_indices(class_attention_scores(caught[node.inputs[1]]), keep)
+            int_kept = kept_token_indices(class_attention_scores(tensors[node.inputs[1]]), keep)
+            same_selection += int((fake_kept == int_kept).all(dim=1).sum())
         if i == 0:
             deployed = deploy_forward(qmodel, x_int)
             exact = all(torch.equal(value, tensors[name]) for name, value in deployed.items())
-    return correct / x.shape[0], exact
+    n = x.shape[0]
+    return {"int_top1": correct / n, "fake_int_same_prediction": same_prediction / n,
+            "fake_int_same_selection": same_selection / (n * len(selects)) if selects else None,
+            "bit_exact_deploy_vs_interpreter": exact}
 
 
 def main() -> None:
@@ -129,12 +153,15 @@ def main() -> None:
     qmodel = calibrate(quantize(tuned, QuantConfig(), example_inputs=x1), [calib[i:i + 128]
                                                                           for i in range(0, len(calib), 128)])
     fake_acc = top1(qmodel, test_x, test_y)
-    int_acc, bit_exact = integer_top1(qmodel, test_x, test_y)
-    records.append({"row": f"W8A8 token keep {args.keep} (fine-tuned)", "top1": fake_acc, "int_top1": int_acc,
-                    "bit_exact_deploy_vs_interpreter": bit_exact, **costs(tuned, model, x1),
-                    "seconds": round(time.perf_counter() - t, 1)})
-    print(f"W8A8: fake-quant {100 * fake_acc:.2f} %, integer {100 * int_acc:.2f} %, bit-exact {bit_exact}",
-          flush=True)
+    integer = integer_top1(qmodel, test_x, test_y)
+    records.append({"row": f"W8A8 token keep {args.keep} (fine-tuned)", "top1": fake_acc, **integer,
+                    **costs(tuned, model, x1), "seconds": round(time.perf_counter() - t, 1)})
+    print(f"W8A8 pruned: {integer}", flush=True)
+    dense_q = calibrate(quantize(model, QuantConfig(), example_inputs=x1), [calib[i:i + 128]
+                                                                           for i in range(0, len(calib), 128)])
+    records.append({"row": "W8A8 unpruned (reference)", "top1": top1(dense_q, test_x, test_y),
+                    **integer_top1(dense_q, test_x, test_y), **costs(model, model, x1)})
+    print(f"W8A8 unpruned: {records[-1]}", flush=True)
     total = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,12 +172,15 @@ def main() -> None:
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(out / "summary.json")
     float_acc = records[0]["top1"]
-    print("\n| row | top-1 % | Δ vs float pp | integer top-1 % | MACs removed % | modeled latency removed % "
-          "(16×16 WS / 32×32 OS) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| row | top-1 % | Δ vs float pp | integer top-1 % | fake = integer class % | same kept tokens % | "
+          "MACs removed % | modeled latency removed % (16×16 WS / 32×32 OS) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in records:
         integer = f"{100 * r['int_top1']:.2f}" if "int_top1" in r else "–"
-        print(f"| {r['row']} | {100 * r['top1']:.2f} | {100 * (r['top1'] - float_acc):+.2f} | {integer} | "
+        agree = f"{100 * r['fake_int_same_prediction']:.2f}" if "int_top1" in r else "–"
+        same = f"{100 * r['fake_int_same_selection']:.2f}" if r.get("fake_int_same_selection") is not None else "–"
+        print(f"| {r['row']} | {100 * r['top1']:.2f} | {100 * (r['top1'] - float_acc):+.2f} | {integer} | {agree} | "
+              f"{same} | "
               f"{100 * r['mac_reduction']:.1f} | {100 * r['latency_reduction_ws16']:.1f} / "
               f"{100 * r['latency_reduction_os32']:.1f} |")
     print(f"\ntotal {total:.0f} s on {args.threads} thread(s), {len(test_y)} test images")
