@@ -175,6 +175,8 @@ class ExportedModel:
             return requantize(y, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
         if op == "layernorm":
             return _layernorm(args[0], p, a)
+        if op == "token_select":
+            return _token_select(args[0] - a["in_zero_point"], args[1], p, a)
         if op == "vq_encode":
             return _vq_encode(args[0], p["codebook"], a)
         if op == "lut_gemm":
@@ -240,6 +242,25 @@ def _layernorm(x: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np
     sign = np.where(p["negate"].astype(bool), -1, 1)
     z = sign * z + sign * p["beta"]
     return requantize(z, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
+
+
+def _token_select(x: np.ndarray, probs: np.ndarray, p: dict[str, np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """Token pruning: keep the class token and the top `keep` tokens by Σ_h probs[:, h, 0, j] (ties to the lower
+    j, kept in index order), fold the rest into div_floor(2·Σ w·x + D, 2·D), D = Σ w (w = 1 if D = 0)."""
+    keep = a["keep"]
+    scores = probs[:, :, 0, 1:].sum(axis=1)  # (B, N)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    kept = np.sort(order[:, :keep], axis=1)
+    dropped = np.ones(scores.shape, dtype=bool)
+    np.put_along_axis(dropped, kept, False, axis=1)
+    weights = np.where(dropped, scores, 0)
+    weights = np.where(dropped & (weights.sum(axis=1, keepdims=True) == 0), 1, weights)
+    rest = x[:, 1:]
+    total = (weights[:, :, None] * rest).sum(axis=1, keepdims=True)  # (B, 1, C)
+    count = weights.sum(axis=1).reshape(-1, 1, 1)
+    package = (2 * total + count) // (2 * count)
+    selected = np.concatenate([x[:, :1], np.take_along_axis(rest, kept[:, :, None], axis=1), package], axis=1)
+    return requantize(selected, p["multiplier"], p["shift"], 0, a["out_zero_point"], a["lo"], a["hi"])
 
 
 def _vq_encode(x: np.ndarray, codebook: np.ndarray, a: dict[str, Any]) -> np.ndarray:

@@ -33,6 +33,7 @@ from nnchip.lower.plan import (
     plan_for,
     reference_plan,
 )
+from nnchip.lower.token_ops import run_token_select
 from nnchip.lower.vq_ops import lut_accumulate, run_vq_encode
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -229,6 +230,8 @@ def _run_node(graph: IntGraph, node: IntNode, args: list[Tensor], overflows: lis
         acc = lut_accumulate(node, args[0])
         _check_acc(node, acc, overflows, policy)
         return _requant_node(node, acc, axis=1 if node.attrs["layer"] == "conv2d" else acc.dim() - 1)
+    if op == "token_select":
+        return run_token_select(node, args[0], args[1])
     if op == "layernorm":
         z = int_layernorm_core(args[0], sqrt_mode=node.attrs["sqrt_mode"])
         negate = torch.from_numpy(node.params["negate"]).to(torch.bool)

@@ -25,6 +25,7 @@ from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
 from nnchip.core.intspec import Encoding, IntSpec
 from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
+from nnchip.lower.token_ops import emit_token_select
 from nnchip.lower.vq_lut import emit_vq_lut
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
@@ -193,6 +194,9 @@ class _Lowerer:
 
     def emit_vq_lut(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         emit_vq_lut(self, name, node, out, lo, hi)  # two nodes: vq_encode -> lut_gemm (lower/vq_lut.py)
+
+    def emit_token_select(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
+        emit_token_select(self, name, node, out, lo, hi)  # token pruning (lower/token_ops.py)
 
     def emit_add(self, name: str, node: fx.Node, out: IntTensor, lo: int, hi: int) -> None:
         a, b = (self.input_tensor(arg, node) for arg in node.args[:2])

@@ -128,7 +128,7 @@ def apply_layout(node: IntNode, x: Tensor, batch: int) -> Tensor:
 _STORAGE = ((torch.uint8, 0, 255), (torch.int8, -128, 127), (torch.int16, -(2**15), 2**15 - 1),
             (torch.int32, -(2**31), 2**31 - 1))
 _SATURATING = ("requant", "conv2d", "linear", "matmul", "add", "mean", "avgpool", "concat", "layernorm", "shift_gelu",
-               "lut_gemm")
+               "lut_gemm", "token_select")
 
 
 def storage_dtype(value_range: Range | None) -> torch.dtype:

@@ -4,13 +4,17 @@
 from nnchip.prune import block as _block  # noqa: F401  (registers "block")
 from nnchip.prune import channel as _channel  # noqa: F401  (registers "channel")
 from nnchip.prune import nm as _nm  # noqa: F401  (registers "nm")
+from nnchip.prune import token as _token  # noqa: F401  (registers "token")
 from nnchip.prune import unstructured as _unstructured  # noqa: F401  (registers "unstructured")
 from nnchip.prune.api import LayerSparsity, apply_pruning, compression_report, finetune, prune, sparsity_report
 from nnchip.prune.config import PruneConfig
 from nnchip.prune.registry import PRUNE_STRUCTURES, register_structure
 from nnchip.prune.schedule import cubic_sparsity, scheduled_sparsity
+from nnchip.prune.token import TokenSelect, attention_block_names, prune_tokens, token_counts
+from nnchip.prune.token_config import TokenPruneConfig
 
 __all__ = [
     "PRUNE_STRUCTURES", "LayerSparsity", "PruneConfig", "apply_pruning", "compression_report", "cubic_sparsity",
     "finetune", "prune", "register_structure", "scheduled_sparsity", "sparsity_report",
+    "TokenPruneConfig", "TokenSelect", "attention_block_names", "prune_tokens", "token_counts",
 ]

@@ -31,6 +31,7 @@ from nnchip.core.int_nonlinear import (
 )
 from nnchip.core.intmath import quantize_multiplier, quantize_multipliers, requantize, round_shift, saturate
 from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
+from nnchip.core.token_select import token_select
 from nnchip.quant.base import Quantizer
 from nnchip.quant.quantize import QModel
 from nnchip.vq.integer import (
@@ -273,6 +274,11 @@ class _Deployer:
         function = elementwise_function(kind, self.module(node) if node.op == "call_module" else None)
         real = function(centred.double() * x.scale)  # the table entry for each input code
         return torch.clamp(torch.round(real / out.scale) + out.zero_point, lo, hi).to(torch.int64)
+
+    def op_token_select(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
+        x, probs = self.arg(node, 0), self.arg(node, 1)
+        selected = token_select(x.data - x.zero_point, probs.data, int(self.module(node).keep))
+        return _requant_to(selected, x.scale / out.scale, out, lo, hi)
 
     def op_layernorm(self, node: fx.Node, out: _Q, lo: int, hi: int) -> Tensor:
         x, m = self.arg(node), self.module(node)

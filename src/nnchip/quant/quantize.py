@@ -34,7 +34,7 @@ LAYER_KINDS = ("conv2d", "linear")
 LUT_KINDS = ("vq_lut",)  # nnchip.vq LUT layers: kept as they are, their input quantized like a layer's
 NEEDS_QUANTIZED_INPUT = frozenset(
     {"conv2d", "linear", "matmul", "add", "mul", "cat", "mean", "avgpool2d", "adaptive_avgpool2d", "batchnorm",
-     "layernorm", "softmax", "output"} | ELEMENTWISE_KINDS | set(LUT_KINDS)
+     "layernorm", "softmax", "output", "token_select"} | ELEMENTWISE_KINDS | set(LUT_KINDS)
 )
 # Clamps (CLAMP_KINDS: relu, relu6, hardtanh) are not value-preserving: the quantizer goes after them.
 VALUE_PRESERVING = LAYOUT_KINDS | {"maxpool2d", "scale"}
@@ -90,6 +90,7 @@ def quantize(model: nn.Module, config: QuantConfig, *, example_inputs: Tensor | 
         spec = _act_spec(config, producer, users, edge_nodes, overrides)
         _insert_quantizer(gm, producer, _make_act_quantizer(spec, producer))
     _link_input_quantizers(gm)
+    _link_integer_inputs(gm)
     if config.nonlinear == "integer":
         use_integer_nonlinear(gm, config.softmax_bits, config.softmax_impl, config.gelu_impl)
     gm.graph.lint()
@@ -235,6 +236,15 @@ def _link_input_quantizers(gm: fx.GraphModule) -> None:
             source = source.args[0]
         if isinstance(source, fx.Node) and source.meta.get("nnchip_kind") == "quantize":
             layer.link_input_quantizer(gm.get_submodule(str(source.target)))
+
+
+def _link_integer_inputs(gm: fx.GraphModule) -> None:
+    """Modules that compute on their inputs' integers (token selection, nnchip.prune.token) learn the
+    quantizers that feed them directly."""
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and hasattr(module := gm.get_submodule(str(node.target)), "link_input_quantizers"):
+            module.link_input_quantizers([gm.get_submodule(str(a.target)) if isinstance(a, fx.Node) and
+                                          a.meta.get("nnchip_kind") == "quantize" else None for a in node.args])
 
 
 def _unique_name(gm: fx.GraphModule, base: str) -> str:
