@@ -72,9 +72,9 @@ def bit_exact_check(qmodel: Any, images: Tensor) -> bool:
 
 
 def run_config(model: nn.Module, train_set: Any, test_set: Any, calib: Tensor, v: int, k: int, metric: str,
-               steps: int, backward: str, check: bool) -> dict[str, Any]:
+               steps: int, backward: str, check: bool, kmeans: tuple[int, int]) -> dict[str, Any]:
     started = time.perf_counter()
-    lut_model = vq(model, VQConfig(v=v, k=k, metric=metric, kmeans_samples=2048, kmeans_iters=15),
+    lut_model = vq(model, VQConfig(v=v, k=k, metric=metric, kmeans_samples=kmeans[0], kmeans_iters=kmeans[1]),
                    example_inputs=calib[:2],
                    calibration=list(calib.split(128)))
     kmeans_s = time.perf_counter() - started
@@ -116,6 +116,13 @@ def print_dse(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def write_records(out: Path, records: list[dict[str, Any]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=1) + "\n")
+    tmp.replace(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -127,6 +134,8 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=20000)
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kmeans-samples", type=int, default=8192, help="sub-vectors per layer for k-means")
+    parser.add_argument("--kmeans-iters", type=int, default=25)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vq_cifar.json"))
     parser.add_argument("--dse-from", default=None, help="only print the DSE with the accuracies of this JSON")
     args = parser.parse_args()
@@ -149,17 +158,14 @@ def main() -> None:
             for metric in args.metrics.split(","):
                 record = {"model": name, "float_acc": float_acc,
                           **run_config(model, train_set, test_set, calib, v, k, metric, args.steps, args.backward,
-                                       check=index == 0 and metric == args.metrics.split(",")[0])}
+                                       check=index == 0 and metric == args.metrics.split(",")[0],
+                                       kmeans=(args.kmeans_samples, args.kmeans_iters))}
                 record["drop_pp"] = round(100 * (float_acc - record["w8a8_acc"]), 2)
                 record["lut_dla_drop_pp"] = (LUT_DLA_TRANSFORMER_DROP_PP if "vit" in name
                                              else LUT_DLA_CNN_DROP_PP[metric])
                 records.append(record)
                 print(json.dumps(record), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(out)
+                write_records(Path(args.out), records)  # after every configuration: a long run keeps its rows
     print("\n| model | v | K | metric | float % | k-means % | LUT % | W8A8 % | drop pp | LUT-DLA pp | E ratio | "
           "E on-chip | area ratio | train s |")
     print("|" + "---|" * 14)
