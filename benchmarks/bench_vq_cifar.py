@@ -147,7 +147,8 @@ def main() -> None:
     split = load_cifar10_tar(args.data)
     order = torch.randperm(len(split.train), generator=torch.Generator().manual_seed(0))
     train_set = Subset(split.train, order[: args.train_images].tolist())
-    test_set = Subset(split.test, list(range(min(args.test_images, len(split.test)))))
+    stride = max(1, len(split.test) // args.test_images)  # the test split is ordered by class: take every class
+    test_set = Subset(split.test, list(range(0, len(split.test), stride))[: args.test_images])
     calib = torch.stack([split.train[i][0] for i in order[-512:].tolist()])  # (512, 3, 32, 32), disjoint
     records = []
     for name in args.models.split(","):
