@@ -17,6 +17,7 @@ first use. `enabled = False` makes the quantizer an identity (progressive quanti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +72,7 @@ class Quantizer(nn.Module):
         self.register_buffer("scale", torch.ones(shape))
         self.register_buffer("zero_point", torch.zeros(shape))
         self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False  # Python mirror of `initialized` once it is True (no tensor read per forward)
         observer_options = {k: v for k, v in spec.options if k in OBSERVER_OPTION_NAMES}
         self.observer = OBSERVERS.get(spec.observer)(channel_axis=channel_axis, **observer_options)
 
@@ -108,6 +110,7 @@ class Quantizer(nn.Module):
             self.scale.data = scale.detach().reshape(self.scale.shape).to(self.scale.dtype).clone()
             self.zero_point.data = torch.round(zero_point.detach()).reshape(self.zero_point.shape).clone()
             self.initialized.fill_(True)
+        self._ready = True
 
     def finish_calibration(self) -> None:
         self.initialize_from_range(*self.observer.range_for(self.grid, self.symmetric))
@@ -131,9 +134,20 @@ class Quantizer(nn.Module):
             return x
         if not self.enabled:
             return x
-        if not bool(self.initialized):
+        if not self.is_ready():
             self.initialize_from_tensor(x)
         return self.fake_quant(x)
+
+    def is_ready(self) -> bool:
+        """Scale and zero point are set (`initialized`), read from a Python flag once true so that a compiled
+        forward has no data-dependent branch; loading a state dict re-reads the buffer."""
+        if not self._ready:
+            self._ready = bool(self.initialized)
+        return self._ready
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = False
 
     @torch.no_grad()
     def int_values(self, x: Tensor) -> Tensor:

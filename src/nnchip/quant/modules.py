@@ -33,7 +33,7 @@ class AccumulatorBias:
         source, weight_q = self.input_quantizer(), self.weight_quantizer
         usable = (
             self.bias is not None and source is not None and source.enabled and not source.calibrating
-            and bool(source.initialized) and source.get_scale().numel() == 1
+            and source.is_ready() and source.get_scale().numel() == 1
             and getattr(weight_q, "enabled", True) and not getattr(weight_q, "calibrating", False)
         )
         if not usable:

@@ -45,7 +45,7 @@ class _IntegerInput(nn.Module):
     def active(self) -> bool:
         """False while the source quantizer calibrates or is disabled: the float function runs instead."""
         source = self._source
-        return source.enabled and not source.calibrating and bool(source.initialized)
+        return source.enabled and not source.calibrating and source.is_ready()
 
     def input_scale(self) -> float:
         return float(self._source.get_scale().detach()) * self.factor
