@@ -56,7 +56,7 @@ def interpreter_ratio(name: str, options: dict, shape: tuple[int, ...]) -> dict:
     model, _, graph, x, x_int = quantized(name, options, shape, QuantConfig())
     with torch.no_grad():
         float_s = median_seconds(lambda: model(x))
-    int_s = median_seconds(lambda: run(graph, x_int).outputs(graph))
+    int_s = median_seconds(lambda: run(graph, x_int, keep="outputs").outputs(graph))
     paths = plan_for(graph, reference_step).paths
     return {"model": name, "options": options, "batch": shape[0], "threads": torch.get_num_threads(),
             "float_ms": 1e3 * float_s, "int_ms": 1e3 * int_s, "throughput_ratio": float_s / int_s,

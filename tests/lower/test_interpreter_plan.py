@@ -225,3 +225,43 @@ def test_plan_is_rebuilt_when_a_parameter_array_is_replaced() -> None:
     after = run(graph, x_int[:4]).outputs(graph)[0]
     assert not torch.equal(before, after)
     assert torch.equal(after, run(graph, x_int[:4], fast=False).outputs(graph)[0])
+
+
+@pytest.fixture
+def two_threads():  # type: ignore[no-untyped-def]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_batch_parts_on_two_threads_equal_the_reference_on_every_tensor(kind: str, two_threads) -> None:
+    _, graph, _, x_int = lowered(kind, "w4a4")
+    x_int = torch.cat([x_int] * 3)[:37]  # an odd batch: unequal parts
+    reference = run(graph, x_int, fast=False).tensors
+    parallel = run(graph, x_int).tensors
+    assert torch.get_num_threads() == 2  # restored after the run
+    assert set(parallel) == set(reference)
+    for name in reference:
+        assert torch.equal(parallel[name], reference[name]), name
+    outputs_only = run(graph, x_int, keep="outputs").tensors
+    assert set(outputs_only) == set(graph.outputs)
+    for name in graph.outputs:
+        assert torch.equal(outputs_only[name], reference[name])
+
+
+def test_overflow_is_reported_once_when_batch_parts_run_on_two_threads(two_threads) -> None:
+    _, graph, _, x_int = lowered("cnn", "w8a8")
+    node = next(n for n in graph.nodes if n.op == "conv2d")
+    node.attrs["declared_acc_bits"] = 8
+    x_int = torch.cat([x_int] * 40)
+    assert run(graph, x_int, overflow="report").overflows == [f"{node.attrs['source']}: accumulator outside 8 bits"]
+    with pytest.raises(ConversionError, match="accumulator outside 8 bits"):
+        run(graph, x_int)
+
+
+def test_keep_must_name_a_known_choice() -> None:
+    _, graph, _, x_int = lowered("cnn", "w8a8")
+    with pytest.raises(ConversionError, match="keep must be 'all' or 'outputs'"):
+        run(graph, x_int[:2], keep="some")

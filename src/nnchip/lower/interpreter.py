@@ -7,11 +7,17 @@ weight-aware bound proves every partial sum below 2^24, in float64 below 2^53, e
 chunks (`fast_paths`); everything else is int64 arithmetic on `nnchip.core` primitives. Where the static bound
 does not prove the declared accumulator width, accumulators are checked at run time: `overflow="error"` raises,
 `"report"` records them in the returned `overflows` list.
+
+With more than one torch thread, the batch of every node the plan proves sample-wise is cut into one part per
+thread and the parts run concurrently on single-threaded kernels (elementwise passes, tables and gathers do not
+parallelise inside torch, so this is what makes a second core count); the results are the same integers.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -83,8 +89,12 @@ def _check_acc(node: IntNode, acc: Tensor, overflows: list[str], policy: str) ->
     check_accumulator(node, acc, Context(policy, overflows, 0))
 
 
-def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error", fast: bool = True) -> RunResult:
-    """Evaluate every node; returns all integer tensors by name (inputs included), as int64.
+def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "error", fast: bool = True,
+        keep: str = "all") -> RunResult:
+    """Evaluate every node; returns the integer tensors by name, as int64: with `keep="all"` (default) every tensor
+    of the run (inputs included), with `keep="outputs"` only the graph's outputs — each intermediate tensor is then
+    released after its last reader ran, so its memory is reused within the run (throughput: a run that keeps every
+    tensor maps fresh pages for all of them).
 
     `fast` (default) runs the execution plan of `nnchip.lower.plan`: per node the fastest evaluation that a
     static bound proves exact, built on the first run and reused while the graph's nodes, attributes, tensor
@@ -94,6 +104,8 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
     """
     if overflow not in ("error", "report"):
         raise ConversionError(f"overflow must be 'error' or 'report', got {overflow!r}")
+    if keep not in ("all", "outputs"):
+        raise ConversionError(f"keep must be 'all' or 'outputs', got {keep!r}")
     plan = plan_for(graph, reference_step) if fast else reference_plan(graph, reference_step)
     feeds = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     values: dict[str, Tensor] = {}
@@ -105,11 +117,55 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
         if int(low) < spec.qmin or int(high) > spec.qmax:
             raise ConversionError(f"input {name} holds values outside its {spec.bits}-bit type")
         values[name] = value.to(plan.storage[name])
-    context = Context(overflow, [], feeds[0].shape[0])
-    with ieee_float32():
-        for node, step in plan.steps:
+    threads = torch.get_num_threads()
+    workers = _workers(threads - 1) if fast and threads > 1 and feeds[0].shape[0] > 1 else None
+    context = Context(overflow, [], feeds[0].shape[0], workers)
+    releases = _last_reads(graph) if keep == "outputs" else {}
+    with ieee_float32(), _single_threaded_kernels(workers is not None):
+        for index, (node, step) in enumerate(plan.steps):
             values[node.output] = step([values[i] for i in node.inputs], context)
+            for name in releases.get(index, ()):
+                del values[name]
     return RunResult(IntValues(values), context.overflows)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """The shared pool of `count` threads that run batch parts beside the calling thread."""
+    if not _POOL or _POOL[0]._max_workers != count:
+        if _POOL:
+            _POOL.pop().shutdown(wait=False)
+        _POOL.append(ThreadPoolExecutor(max_workers=count, thread_name_prefix="nnchip-interpreter"))
+    return _POOL[0]
+
+
+@contextlib.contextmanager
+def _single_threaded_kernels(active: bool) -> Iterator[None]:
+    """With batch parts on several Python threads, each torch kernel runs on one thread (no oversubscription)."""
+    if not active:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _last_reads(graph: IntGraph) -> dict[int, list[str]]:
+    """Node index -> the tensors (neither graph outputs nor unread) whose last reader is that node."""
+    last: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            last[name] = index
+    releases: dict[int, list[str]] = {}
+    for name, index in last.items():
+        if name not in graph.outputs:
+            releases.setdefault(index, []).append(name)
+    return releases
 
 
 def reference_step(graph: IntGraph, node: IntNode) -> Step:
