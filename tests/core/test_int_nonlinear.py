@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from models_for_tests import TransformerViT
 
 from nnchip import QuantConfig, calibrate, quantize
@@ -16,6 +18,7 @@ from nnchip.core.int_nonlinear import (
     softmax_exp_table,
     table_softmax,
 )
+from nnchip.core.int_nonlinear_float import int_layernorm_core_float, layernorm_float_is_exact, table_softmax_float
 from nnchip.core.qmath import sqnr_db
 from nnchip.quant.nonlinear import IntegerLayerNorm, IntegerSoftmax
 
@@ -89,3 +92,34 @@ def test_fake_quant_vit_runs_the_integer_operators_with_gradients() -> None:
     qmodel(x).sum().backward()
     norms = [m for m in qmodel.gm.modules() if isinstance(m, IntegerLayerNorm)]
     assert all(m.weight.grad is not None for m in norms)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 5), length=st.integers(1, 80), bits=st.sampled_from([4, 8, 12]),
+       scale=st.floats(0.002, 0.5), out_bits=st.sampled_from([4, 8, 16]), seed=st.integers(0, 2**16))
+def test_table_softmax_in_float64_equals_the_int64_contract(rows: int, length: int, bits: int, scale: float,
+                                                           out_bits: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = torch.randint(low, high + 1, (rows, 3, length), generator=generator)
+    x[0, 0, :] = high  # a row of ties
+    table = softmax_exp_table(scale, high - low)
+    expected = table_softmax(x, table, out_bits=out_bits, dim=-1)
+    got = table_softmax_float(x.to(torch.float32), table, out_bits=out_bits, dim=-1)
+    assert torch.equal(got.to(torch.int64), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 6), channels=st.integers(1, 400), bits=st.sampled_from([2, 4, 8, 10]),
+       seed=st.integers(0, 2**16))
+def test_layernorm_core_in_float64_equals_the_int64_contract(rows: int, channels: int, bits: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    assert layernorm_float_is_exact(channels, high - low)
+    x = torch.randint(low, high + 1, (rows, channels), generator=generator)
+    x[0] = low  # a constant row: std clamps to 1
+    if rows > 1:
+        x[1, ::2] = high  # the largest spread
+        x[1, 1::2] = low
+    got = int_layernorm_core_float(x.to(torch.float32))
+    assert torch.equal(got.to(torch.int64), int_layernorm_core(x, sqrt_mode="exact"))

@@ -24,8 +24,8 @@ from nnchip.core.int_nonlinear import (
     shift_gelu_x0,
     shiftmax,
     softmax_exp_table,
-    table_softmax,
 )
+from nnchip.core.int_nonlinear_float import int_layernorm_core_float, layernorm_float_is_exact, table_softmax_float
 from nnchip.core.op_kinds import LAYOUT_KINDS, scale_factor
 from nnchip.quant.base import Quantizer
 
@@ -52,8 +52,18 @@ class _IntegerInput(nn.Module):
 
     def integers(self, x: Tensor) -> tuple[Tensor, float]:
         """(x/S rounded, as int64 — the input minus its zero point — and S)."""
+        codes, scale = self.integer_values(x)
+        return codes.to(torch.int64), scale
+
+    def integer_values(self, x: Tensor) -> tuple[Tensor, float]:
+        """(x/S rounded, in x's float dtype — exact integers on the input grid — and S)."""
         scale = self.input_scale()
-        return torch.round(x.detach() / scale).to(torch.int64), scale
+        return torch.round(x.detach() / scale), scale
+
+    def code_span(self) -> int:
+        """qmax − qmin of the input grid: the widest spread of the integers."""
+        spec = self._source.grid.spec
+        return spec.qmax - spec.qmin
 
 
 class IntegerSoftmax(_IntegerInput):
@@ -67,12 +77,12 @@ class IntegerSoftmax(_IntegerInput):
         reference = torch.softmax(x, dim=self.dim)
         if not self.active():
             return reference
-        q, scale = self.integers(x)
         if self.impl == "table":
-            spec = self._source.grid.spec
-            table = softmax_exp_table(scale, spec.qmax - spec.qmin)
-            y = table_softmax(q, table, out_bits=self.out_bits, dim=self.dim).to(x.dtype)
+            q, scale = self.integer_values(x)
+            table = softmax_exp_table(scale, self.code_span())
+            y = table_softmax_float(q, table, out_bits=self.out_bits, dim=self.dim).to(x.dtype)
         else:
+            q, scale = self.integers(x)
             y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim).to(x.dtype)
         y = y * 2.0 ** (1 - self.out_bits)
         return reference + (y - reference).detach()
@@ -114,8 +124,11 @@ class IntegerLayerNorm(nn.LayerNorm):
     def forward(self, x: Tensor) -> Tensor:
         reference = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
         if self.input.active():
-            q, _ = self.input.integers(x)
-            normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
+            if self.sqrt_mode == "exact" and layernorm_float_is_exact(x.shape[-1], self.input.code_span()):
+                normalised = int_layernorm_core_float(self.input.integer_values(x)[0]).to(x.dtype)
+            else:
+                q, _ = self.input.integers(x)
+                normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
             normalised = normalised * layernorm_output_scale(x.shape[-1])
             out = reference + (normalised - reference).detach()
         else:
