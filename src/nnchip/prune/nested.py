@@ -12,8 +12,9 @@ switches the level of the float model, the QModel, and hence of what `lower()` p
 
 Training (nnchip.prune.finetune) uses the **sandwich rule**: every step sums the cross-entropy losses of the
 densest level, the sparsest level and one level drawn uniformly from the others (with L ≤ 3 levels: every
-level), in a random order (BatchNorm is shared: its running statistics average over the levels). A gradual
-schedule re-derives the nested masks at each pruning step from the level-0 weights.
+level), in a random order. BatchNorm is shared by the levels and keeps its running statistics frozen while
+they train (nnchip.prune.api): statistics updated by a mix of levels fit none of them. A gradual schedule
+re-derives the nested masks at each pruning step from the level-0 weights.
 """
 
 from __future__ import annotations
