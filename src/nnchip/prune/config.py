@@ -154,6 +154,9 @@ class PruneConfig:
         levels, level = self.levels, self.level
         if isinstance(level, bool) or not isinstance(level, int) or level < 0:
             raise ConfigError(f"prune.level must be a non-negative integer, got {level!r}")
+        if isinstance(levels, list):  # a list from code or YAML: stored as a tuple (hashable, frozen)
+            levels = tuple(levels)
+            object.__setattr__(self, "levels", levels)
         if not isinstance(levels, tuple):
             raise ConfigError(f"prune.levels must be a list of sparsities, got {levels!r}")
         if not levels:
