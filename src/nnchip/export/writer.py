@@ -102,6 +102,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
             np.save(root / f"{base}.npy", value.astype(np.int64), allow_pickle=False)
             entry["npy"] = record(f"{base}.npy")
             if key == "weight" and node.attrs.get("weight_encoding") == "row_mixed":
+                if "nested" in formats and "weight_nested" in node.params:
+                    raise ConfigError(f"formats: nested cannot hold the row-mixed weight of {node.name} (rows of "
+                                      "different widths in one prefix-ordered list)")
                 if unsupported := sorted(set(formats) & {"coe", "mif", "h"}):
                     raise ConfigError(f"formats: {', '.join(unsupported)} cannot hold the row-mixed weight of "
                                       f"{node.name} (rows of different widths); use npy, bin and hex")
