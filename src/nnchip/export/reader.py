@@ -3,6 +3,7 @@ from nnchip.lower) — the third, independent implementation of the integer cont
 
     model = load_export("out/cnn")          # checks the manifest, every file's SHA-256, paths
     tensors = model.run(int_input)          # every tensor by name, int64
+    tensors = model.run(int_input, level=2) # nested sparsity: weights of level 2 from the "nested" files
     w = model.read_param("conv1", "weight", "mif")   # a parameter read back from .npy/.bin/.hex/.coe/.mif/.h
     report = verify("out/cnn")              # replays the golden vectors: {tensor: (matched, total)}
 This file imports only the standard library and numpy, so it can be copied next to a testbench.
@@ -68,14 +69,45 @@ class ExportedModel:
             for node in manifest["nodes"]
         }
 
-    def run(self, inputs: np.ndarray | list[np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: np.ndarray | list[np.ndarray], level: int | None = None) -> dict[str, np.ndarray]:
+        """Every tensor by name; `level`: nested sparsity level whose weights replace the dense files'."""
         feeds = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
         values = {name: np.asarray(v, dtype=np.int64) for name, v in zip(self.manifest["inputs"], feeds, strict=True)}
         batch = feeds[0].shape[0]
+        params = self.params if level is None else self._level_params(level)
         for node in self.manifest["nodes"]:
             args = [values[i] for i in node["inputs"]]
-            values[node["output"]] = self._run_node(node, self.params[node["name"]], args, batch)
+            values[node["output"]] = self._run_node(node, params[node["name"]], args, batch)
         return values
+
+    def nested_weight(self, node_name: str, level: int) -> np.ndarray:
+        """The integer weight of `node_name` at nested sparsity level `level`: the first counts[level] entries of
+        its nested_values/nested_index files (docs/export-format.md "Nested sparsity")."""
+        node = next((n for n in self.manifest["nodes"] if n["name"] == node_name), None)
+        if node is None or "nested" not in node["params"].get("weight", {}):
+            raise ExportError(f"node {node_name} has no nested weight (export with format 'nested')")
+        entry = node["params"]["weight"]
+        nested, counts = entry["nested"], entry["nested"]["counts"]
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < len(counts):
+            raise ExportError(f"sparsity level {level!r} is not one of 0..{len(counts) - 1}")
+        count = int(counts[level])
+        codes = unpack_stream(_safe_path(self.directory, nested["values"]).read_bytes(), nested["value_bits"], count)
+        index = unpack_stream(_safe_path(self.directory, nested["index"]).read_bytes(), nested["index_bits"], count)
+        encoding = node["attrs"].get("weight_encoding", "twos_complement")
+        mantissa_bits = int(node["attrs"].get("weight_mantissa_bits", 0))
+        shape = tuple(entry["shape"])
+        weight = np.zeros(int(np.prod(shape)), dtype=np.int64)
+        weight[index] = codes_to_values(codes, encoding, int(nested["value_bits"]), mantissa_bits)
+        return weight.reshape(shape)
+
+    def _level_params(self, level: int) -> dict[str, dict[str, np.ndarray]]:
+        nested = [n["name"] for n in self.manifest["nodes"] if "nested" in n["params"].get("weight", {})]
+        if not nested:
+            raise ExportError(f"{self.directory}: no nested sparsity levels (export with format 'nested')")
+        params = dict(self.params)
+        for name in nested:
+            params[name] = {**self.params[name], "weight": self.nested_weight(name, level)}
+        return params
 
     def read_param(self, node_name: str, key: str, fmt: str) -> np.ndarray:
         """The integer values of parameter `key` of node `node_name` as stored in its `fmt` file."""

@@ -8,6 +8,10 @@ reduction order of the integer GEMM), K = C_in for linear weights:
              increasing index order; a group with fewer than n non-zeros is padded with zero values at its
              lowest unused indices
     csr      compressed sparse rows: values (nnz,), column indices (nnz,), row pointers (C_out + 1,)
+    nested   nested multi-level sparsity: the non-zeros of the densest level W_0 as (values, flat indices
+             into the im2col view), ordered by the number of levels keeping them (descending: the sparsest
+             level's weights first, weights of the densest level only last), then by index; counts[l] =
+             non-zeros of level l, so the first counts[l] entries are exactly level l's weights
 N:M is detected, not declared: the smallest m in NM_CANDIDATE_M dividing K for which the largest
 non-zero count of a group, n, satisfies n/m ≤ 1/2.
 """
@@ -79,3 +83,25 @@ def csr(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pointers = np.zeros(rows.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(row_index, minlength=rows.shape[0]), out=pointers[1:])
     return rows[row_index, columns].astype(np.int64), columns.astype(np.int64), pointers
+
+
+def nested_order(densest: np.ndarray, keep: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(values (nnz_0,), flat indices (nnz_0,), counts (levels,)) of the nested format (module docstring);
+    `keep` (the weight's shape) holds the number of levels (0..levels) keeping each weight."""
+    flat, kept = im2col_view(densest).ravel(), keep.ravel().astype(np.int64)
+    nonzero = np.flatnonzero(flat)
+    order = nonzero[np.argsort(-kept[nonzero], kind="stable")]
+    counts = [int(np.count_nonzero(kept[nonzero] > level)) for level in range(levels)]
+    return flat[order].astype(np.int64), order.astype(np.int64), counts
+
+
+def nested_prefix(values: np.ndarray, indices: np.ndarray, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    """The dense weight of `shape` from the first `count` nested entries."""
+    out = np.zeros(int(np.prod(shape)), dtype=np.int64)
+    out[indices[:count]] = values[:count]
+    return out.reshape(shape)
+
+
+def nested_index_bits(size: int) -> int:
+    """Bits of a flat index into a weight of `size` elements."""
+    return max(1, math.ceil(math.log2(max(size, 2))))

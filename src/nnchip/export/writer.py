@@ -12,6 +12,8 @@ Layout of an export directory (docs/export-format.md):
     model_qdq.onnx             QDQ ONNX model for ecosystem tools, approximate (format "onnx-qdq", needs onnx)
     golden/<tensor>.npy        golden vectors: the input, every intermediate tensor and the outputs
     params/<node>.weight.{mask,nm_values,nm_index}.bin, .csr_*.npy   sparse weights (format "sparse")
+    params/<node>.weight.nested_{values,index}.bin   nested multi-level sparsity: non-zeros ordered by level
+                               (format "nested"; every level's weights are a prefix)
 Every weight entry records its `density` (fraction of non-zeros); older readers ignore the extra fields.
 The directory is written to a temporary sibling and renamed into place: a failed export leaves nothing.
 """
@@ -38,7 +40,8 @@ from nnchip.lower.interpreter import run
 from nnchip.lower.intgraph import IntGraph
 
 MANIFEST_VERSION = 1
-FORMATS = ("npy", "bin", "hex", "coe", "mif", "h", "sparse", "onnx", "onnx-qdq")
+FORMATS = ("npy", "bin", "hex", "coe", "mif", "h", "sparse", "nested", "onnx", "onnx-qdq")
+NESTED_PARAMS = ("weight_nested", "weight_keep")  # IntGraph-only: written as the "nested" format (lower/nested.py)
 TEXT_WRITERS = {"coe": to_coe, "mif": to_mif}
 ONNX_FILES = {"onnx": "model.onnx", "onnx-qdq": "model_qdq.onnx"}
 
@@ -80,6 +83,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                     word_bits: int) -> dict[str, Any]:
     (root / "params").mkdir()
     files: dict[str, str] = {}
+    nested_nodes = [node for node in graph.nodes if "weight_nested" in node.params]
+    if "nested" in formats and not nested_nodes:
+        raise ConfigError("formats: 'nested' needs a model with nested sparsity levels (prune with prune.levels)")
 
     def record(relative: str) -> str:
         files[relative] = _sha256(root / relative)
@@ -89,11 +95,16 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
     for node in graph.nodes:
         params: dict[str, Any] = {}
         for key, value in node.params.items():
+            if key in NESTED_PARAMS:
+                continue
             base = f"params/{node.name}.{key}"
             entry: dict[str, Any] = {"shape": list(value.shape), "dtype": "int64"}
             np.save(root / f"{base}.npy", value.astype(np.int64), allow_pickle=False)
             entry["npy"] = record(f"{base}.npy")
             if key == "weight" and node.attrs.get("weight_encoding") == "row_mixed":
+                if "nested" in formats and "weight_nested" in node.params:
+                    raise ConfigError(f"formats: nested cannot hold the row-mixed weight of {node.name} (rows of "
+                                      "different widths in one prefix-ordered list)")
                 if unsupported := sorted(set(formats) & {"coe", "mif", "h"}):
                     raise ConfigError(f"formats: {', '.join(unsupported)} cannot hold the row-mixed weight of "
                                       f"{node.name} (rows of different widths); use npy, bin and hex")
@@ -130,6 +141,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
                     entry["density"] = sparse.density(value)
                     if "sparse" in formats and entry["density"] < 1.0:
                         entry["sparse"] = _write_sparse(root, base, value, bits, encoding, mantissa_bits, record)
+                    if "nested" in formats and "weight_nested" in node.params:
+                        entry["nested"] = _write_nested(root, base, node.params, node.attrs, bits, encoding,
+                                                        mantissa_bits, record)
             params[key] = entry
         nodes.append({"name": node.name, "op": node.op, "inputs": node.inputs, "output": node.output,
                       "attrs": node.attrs, "params": params})
@@ -143,6 +157,9 @@ def _write_contents(graph: IntGraph, root: Path, formats: tuple[str, ...], golde
         "weight_density": {n["name"]: n["params"]["weight"]["density"] for n in nodes
                            if "density" in n["params"].get("weight", {})},
     }
+    if nested_nodes:
+        manifest["sparsity_levels"] = {"levels": nested_nodes[0].attrs["sparsity_levels"],
+                                       "level": nested_nodes[0].attrs["sparsity_level"]}
     onnx_models = {fmt: name for fmt, name in ONNX_FILES.items() if fmt in formats}
     if onnx_models:
         manifest["onnx"] = {fmt: record(_write_onnx(graph, root / name, fmt)) for fmt, name in onnx_models.items()}
@@ -227,6 +244,26 @@ def _write_sparse(root: Path, base: str, value: np.ndarray, bits: int, encoding:
         out["nm"] = {"n": n, "m": m, "shape": list(values.shape), "value_bits": bits, "index_bits": index_bits,
                      "values": record(f"{base}.nm_values.bin"), "index": record(f"{base}.nm_index.bin")}
     return out
+
+
+def _write_nested(root: Path, base: str, params: dict[str, np.ndarray], attrs: dict[str, Any], bits: int,
+                  encoding: str, mantissa_bits: int, record: Any) -> dict[str, Any]:
+    """Non-zeros of the densest level ordered by the level at which they first appear (export/sparse.py)."""
+    values, index, counts = sparse.nested_order(params["weight_nested"], params["weight_keep"],
+                                               len(attrs["sparsity_levels"]))
+    level = int(attrs["sparsity_level"])
+    if not np.array_equal(sparse.nested_prefix(values, index, counts[level], params["weight"].shape),
+                          params["weight"]):
+        raise NnchipError(f"{base}: the nested prefix of level {level} does not reproduce the weight")
+    index_bits = sparse.nested_index_bits(params["weight"].size)
+    (root / f"{base}.nested_values.bin").write_bytes(pack_bits(_weight_codes(values, encoding, bits, mantissa_bits),
+                                                               bits))
+    (root / f"{base}.nested_index.bin").write_bytes(pack_bits(index, index_bits))
+    return {"layout": "im2col (C_out, K), C order; flat index = row·K + column",
+            "order": "level of first appearance (kept at every level first, densest-only last), then index",
+            "levels": list(attrs["sparsity_levels"]), "level": level, "counts": counts,
+            "value_bits": bits, "index_bits": index_bits,
+            "values": record(f"{base}.nested_values.bin"), "index": record(f"{base}.nested_index.bin")}
 
 
 def _weight_codes(values: np.ndarray, encoding: str, bits: int, mantissa_bits: int = 0) -> np.ndarray:

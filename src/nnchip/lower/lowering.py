@@ -25,6 +25,7 @@ from nnchip.core.intmath import quantize_multiplier, quantize_multipliers
 from nnchip.core.intspec import Encoding, IntSpec
 from nnchip.core.op_kinds import CLAMP_KINDS, ELEMENTWISE_KINDS, LAYOUT_KINDS, elementwise_function, scale_factor
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
+from nnchip.lower.nested import nested_weight_params
 from nnchip.lower.token_ops import emit_token_select
 from nnchip.lower.vq_lut import emit_vq_lut
 from nnchip.quant.base import Quantizer
@@ -159,6 +160,8 @@ class _Lowerer:
         x = self.input_tensor(node.args[0], node)
         wq: Quantizer = layer.weight_quantizer
         weight = wq.int_values(layer.weight.detach()).to(torch.int64)  # (C, ...)
+        nested = nested_weight_params(layer, wq, self.where(node))  # every sparsity level (lower/nested.py)
+        densest = torch.from_numpy(nested[0]["weight_nested"]) if nested else weight  # the bound holds at all levels
         channels = weight.shape[0]
         w_scale = wq.get_scale().detach().double().reshape(-1).expand(channels).clone()
         acc_scale = x.scale * w_scale  # (C,)
@@ -166,7 +169,7 @@ class _Lowerer:
                      else torch.zeros(channels, dtype=torch.float64))
         bias = torch.round(bias_real / acc_scale).to(torch.int64)  # half-to-even, at the accumulator scale
         x_max = max(abs(x.spec.qmin - x.zero_point), abs(x.spec.qmax - x.zero_point))
-        bound = x_max * weight.abs().reshape(channels, -1).sum(dim=1) + bias.abs()
+        bound = x_max * densest.abs().reshape(channels, -1).sum(dim=1) + bias.abs()
         acc_bits = 1 + math.ceil(math.log2(int(bound.max()) + 1))
         if acc_bits > self.acc_bits:
             raise ConversionError(f"{self.where(node)}: accumulator needs {acc_bits} bits (weight-aware bound "
@@ -180,6 +183,9 @@ class _Lowerer:
                                  "acc_bits": acc_bits, "declared_acc_bits": self.acc_bits, "rounding": "half_up",
                                  "weight_encoding": str(wq.grid.encoding), "weight_bits": wq.grid.storage_bits,
                                  "source": self.where(node)}
+        if nested:
+            params.update(nested[0])
+            attrs.update(nested[1])
         if wq.grid.encoding == Encoding.ESB:
             attrs["weight_mantissa_bits"] = int(wq.mantissa_bits)
         if wq.grid.encoding == Encoding.ROW_MIXED:  # one format per output row: which one, and what they are

@@ -8,6 +8,7 @@ Masks are parametrizations (nnchip.core.mask): they survive quantize(), QAT and 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -19,9 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from nnchip.core.errors import ConfigError
 from nnchip.core.mask import weight_mask
+from nnchip.core.nested_mask import set_sparsity_level
 from nnchip.prune.config import PruneConfig
+from nnchip.prune.nested import prune_nested, sandwich_levels
 from nnchip.prune.registry import PRUNE_STRUCTURES
-from nnchip.prune.schedule import scheduled_sparsity
+from nnchip.prune.regrow import PruneRegrow
+from nnchip.prune.schedule import scheduled_levels, scheduled_sparsity
 
 
 def _inputs(example_inputs: Tensor | tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
@@ -39,11 +43,14 @@ def apply_pruning(model: nn.Module, config: PruneConfig, sparsity: float,
 
 def prune(model: nn.Module, config: PruneConfig, *, example_inputs: Tensor | tuple[Tensor, ...] | None = None,
           step: int | None = None) -> nn.Module:
-    """A pruned copy of `model` at the schedule's sparsity for `step` (default: the last step, full sparsity)."""
+    """A pruned copy of `model` at the schedule's sparsity for `step` (default: the last step, full sparsity).
+    Nested levels (`config.levels`): nested masks at every level, level `config.level` active."""
     if not isinstance(config, PruneConfig):
         raise ConfigError(f"config must be a PruneConfig, got {type(config).__name__}")
-    sparsity = scheduled_sparsity(config, config.steps if step is None else step)
-    return apply_pruning(copy.deepcopy(model), config, sparsity, example_inputs)
+    step = config.steps if step is None else step
+    if config.nested:
+        return prune_nested(copy.deepcopy(model), config, scheduled_levels(config, step))
+    return apply_pruning(copy.deepcopy(model), config, scheduled_sparsity(config, step), example_inputs)
 
 
 @dataclass(frozen=True)
@@ -96,33 +103,60 @@ def finetune(model: nn.Module, data: Dataset, config: PruneConfig, *, epochs: in
              batch_size: int = 64, weight_decay: float = 0.0, seed: int = 0,
              example_inputs: Tensor | tuple[Tensor, ...] | None = None, max_steps: int | None = None) -> nn.Module:
     """Prune and train together: the schedule's `steps` pruning steps are spread evenly over the first half
-    of training (one-shot: a single step before training); AdamW, cosine learning rate. Masks are set on
-    `model` itself; channel pruning returns a new, smaller model (each gradual step removes the increment of
-    the schedule relative to the channels left, so the final model has `sparsity` of the original channels)."""
+    of training (one-shot and prune-and-regrow: a single step before training); AdamW, cosine learning rate.
+    Masks are set on `model` itself; channel pruning returns a new, smaller model (each gradual step removes
+    the increment of the schedule relative to the channels left, so the final model has `sparsity` of the
+    original channels). prune_regrow moves the masks every `regrow_every` steps (prune/regrow.py); nested
+    levels train with the sandwich rule (prune/nested.py), BatchNorm statistics frozen, and end with level
+    `config.level` active."""
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     total = min(max_steps or epochs * len(loader), epochs * len(loader))
-    prune_steps = 1 if config.schedule == "one_shot" else config.steps
+    prune_steps = config.steps if config.schedule == "gradual" else 1
     at = {max(0, round(i * total / (2 * prune_steps))): i + 1 for i in range(prune_steps)}  # train step → prune step
     optimizer: torch.optim.Optimizer | None = None
+    regrow: PruneRegrow | None = None
+    sandwich = torch.Generator().manual_seed(seed)
     step, removed = 0, 0.0
     model.train()
     while step < total:
         for x, y in loader:
             if step in at:
-                target = scheduled_sparsity(config, at[step])
-                # channels already removed are gone: remove the increment, relative to what is left
-                amount = 1.0 - (1.0 - target) / (1.0 - removed) if config.structure == "channel" else target
-                model = apply_pruning(model, config, amount, example_inputs).train()
-                removed = target
+                if config.nested:
+                    model = _freeze_batchnorm(prune_nested(model, config, scheduled_levels(config, at[step])).train())
+                else:
+                    target = scheduled_sparsity(config, at[step])
+                    # channels already removed are gone: remove the increment, relative to what is left
+                    amount = 1.0 - (1.0 - target) / (1.0 - removed) if config.structure == "channel" else target
+                    model = apply_pruning(model, config, amount, example_inputs).train()
+                    removed = target
                 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+                if config.schedule == "prune_regrow":
+                    regrow = PruneRegrow(model, config, total)
             assert optimizer is not None
             for group in optimizer.param_groups:
                 group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
-            loss = nn.functional.cross_entropy(model(x), y)
+            moving = regrow is not None and regrow.due(step)
             optimizer.zero_grad()
-            loss.backward()
+            with regrow.capture() if moving and regrow is not None else contextlib.nullcontext():
+                for level in sandwich_levels(len(config.levels), sandwich) if config.nested else (None,):
+                    if level is not None:
+                        set_sparsity_level(model, level)
+                    nn.functional.cross_entropy(model(x), y).backward()  # sandwich: the losses add up
             optimizer.step()
+            if moving and regrow is not None:
+                regrow.update(step, optimizer)
             step += 1
             if step >= total:
                 break
+    if config.nested:
+        set_sparsity_level(model, config.level)
     return model.eval()
+
+
+def _freeze_batchnorm(model: nn.Module) -> nn.Module:
+    """BatchNorm normalizes with its running statistics (its affine parameters still train): all levels share
+    one BatchNorm, and statistics updated by a mix of levels match none of them at inference."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model

@@ -3,6 +3,9 @@
     one-shot:  s(t) = s_f
     gradual (cubic, Zhu & Gupta 2017):  s(t) = s_f + (s_i − s_f) · (1 − t/T)³,   t = 1 … T
 so most weights go early, when many are redundant, and the last steps remove few.
+    prune-and-regrow: s(t) = s_f (one-shot); the masks then move during fine-tuning (regrow.py)
+    nested levels:    every level follows its own schedule, s_l(t) = s(t) with s_f = levels[l]; the cubic
+                      is increasing in s_f, so the levels stay ordered at every step
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float
 
 def scheduled_sparsity(config: PruneConfig, step: int) -> float:
     """The sparsity that pruning step `step` (1-based) of `config.steps` applies."""
-    if config.schedule == "one_shot":
-        return config.sparsity
-    return cubic_sparsity(step, config.steps, config.initial_sparsity, config.sparsity)
+    return _scheduled(config, step, config.sparsity)
+
+
+def scheduled_levels(config: PruneConfig, step: int) -> tuple[float, ...]:
+    """Nested sparsity: the sparsity of every level (config.levels) at pruning step `step`."""
+    return tuple(_scheduled(config, step, final) for final in config.levels)
+
+
+def _scheduled(config: PruneConfig, step: int, final: float) -> float:
+    if config.schedule != "gradual":
+        return final
+    return cubic_sparsity(step, config.steps, min(config.initial_sparsity, final), final)
