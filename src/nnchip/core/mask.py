@@ -46,7 +46,7 @@ def set_mask(layer: nn.Module, mask: Tensor) -> None:
     """Replace any weight parametrization of `layer` by a fixed WeightMask(mask); pruned entries become zero."""
     weight = raw_weight(layer).detach().clone()
     if is_masked(layer):
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+        remove_weight_parametrization(layer, leave_parametrized=False)
     with torch.no_grad():
         layer.weight.copy_(weight * mask.to(weight.dtype))
     parametrize.register_parametrization(layer, "weight", WeightMask(mask))
@@ -78,5 +78,18 @@ def strip_masks(model: nn.Module) -> nn.Module:
     """Bake every weight parametrization into a plain weight (masked entries stay zero), in place."""
     for module in list(model.modules()):
         if is_masked(module):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            remove_weight_parametrization(module, leave_parametrized=True)
     return model
+
+
+def remove_weight_parametrization(module: nn.Module, *, leave_parametrized: bool) -> None:
+    """`parametrize.remove_parametrizations(module, "weight", ...)` on a private copy of the module's class.
+
+    torch keeps the `weight` property on a class made for the parametrized module, and `copy.deepcopy` shares
+    that class between the original and the copy; removing the parametrization deletes the property from the
+    class, which would leave every other module of that class (the original model) without a weight.
+    """
+    cls = type(module)
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)

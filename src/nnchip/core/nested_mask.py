@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from nnchip.core.errors import ConfigError
-from nnchip.core.mask import is_masked, raw_weight
+from nnchip.core.mask import is_masked, raw_weight, remove_weight_parametrization
 
 
 class NestedMask(nn.Module):
@@ -56,7 +56,7 @@ def set_nested_mask(layer: nn.Module, keep: Tensor, levels: tuple[float, ...], l
     """Replace any weight parametrization of `layer` by NestedMask(keep); weights kept at no level become 0."""
     weight = raw_weight(layer).detach().clone()
     if is_masked(layer):
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+        remove_weight_parametrization(layer, leave_parametrized=False)
     with torch.no_grad():
         layer.weight.copy_(weight * (keep > 0).to(weight.dtype))
     parametrize.register_parametrization(layer, "weight", NestedMask(keep, levels, level))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from nnchip.core.errors import ConfigError
-from nnchip.core.mask import raw_weight, set_mask
+from nnchip.core.mask import raw_weight, remove_weight_parametrization, set_mask
 from nnchip.prune.config import PruneConfig
 from nnchip.prune.registry import prunable_layers, register_structure
 
@@ -77,7 +77,7 @@ def prune_nm(model: nn.Module, config: PruneConfig, sparsity: float,
         if config.sr_ste:
             weight = raw_weight(layer).detach().clone()
             if parametrize.is_parametrized(layer, "weight"):
-                parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+                remove_weight_parametrization(layer, leave_parametrized=False)
             layer.weight.copy_(weight)
             parametrize.register_parametrization(layer, "weight", NMSparseSRSTE(config.n, config.m,
                                                                                 config.sr_ste_decay))
