@@ -149,3 +149,24 @@ def test_search_without_gradient_finds_the_nearest_centroid_of_the_distance(metr
     chosen = METRICS.get(metric)
     for points in (x, strided):
         assert torch.equal(chosen.search(points, codebook), chosen.distance(points, codebook).argmin(-1))
+
+
+def test_eval_forward_with_quantized_tables_is_the_integer_accumulator_at_its_scale() -> None:
+    from nnchip import QuantConfig, calibrate, quantize
+    from nnchip.vq import snap_codebooks
+    from nnchip.vq.integer import integer_bias
+
+    gm = converted(build("cnn_tiny", in_channels=1, image_size=8), k=16)
+    qmodel = calibrate(quantize(gm, QuantConfig(), example_inputs=X[:2]), [X])
+    snap_codebooks(qmodel)
+    layer = dict(lut_layers(qmodel.gm))["conv2"]
+    layer.quantize_tables = True
+    scale = float(layer.grid_scale)
+    x = torch.round(torch.randn(4, 16, 8, 8) / scale) * scale  # on the input grid (zero point 0)
+    rows = layer.rows(x)  # (N, D)
+    codebook = torch.round(layer.codebooks.detach().double() / scale).to(torch.int64)
+    index = encode_int(torch.round(rows.double() / scale).to(torch.int64), codebook, layer.metric)  # (N, C)
+    tables, scales = integer_tables(layer.flat_weight(), layer.codebooks, layer.table_bits, layer.table_granularity)
+    acc = gather_accumulate(index, tables) + integer_bias(layer.bias, scales)  # (N, M) int64
+    expected = layer.unrows((acc.double() * scales).float(), x)
+    assert torch.equal(layer.eval()(x), expected)

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nnchip.vq.integer import float_tables, im2col_rows, quantize_tables, table_scales
+from nnchip.vq.integer import (
+    float_tables,
+    im2col_rows,
+    integer_bias,
+    integer_tables,
+    quantize_tables,
+    table_scales,
+)
 from nnchip.vq.metrics import METRICS, nearest_index
 
 MODES = ("hard", "reconstruct", "joint")
@@ -131,6 +138,16 @@ class LUTLayer(nn.Module):
         total = F.embedding_bag(flat, tables.reshape(-1, self.out_features), mode="sum")
         return total if self.bias is None else total + self.bias
 
+    def integer_gather(self, index: Tensor) -> Tensor:
+        """Eval forward on the integer model's own tables: (Σ_c T_int[c, k_c] + round(b/s_T))·s_T with T_int, s_T and
+        the bias from `integer_tables`/`integer_bias` (float64, as the lowering builds them) and the sum exact in
+        float64 — so the fake-quant output is the integer accumulator at its scale, as for conv/linear layers."""
+        tables, scales = integer_tables(self.flat_weight(), self.codebooks, self.table_bits, self.table_granularity)
+        flat = index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k  # (N, C)
+        total = F.embedding_bag(flat, tables.reshape(-1, self.out_features).to(torch.float64), mode="sum")
+        total.add_(integer_bias(self.bias, scales).to(torch.float64))
+        return total.mul_(scales).to(self.codebooks.dtype)  # (N, M)
+
     def exact_rows(self, x: Tensor) -> Tensor:
         """The exact layer x·Wᵀ + b as rows (N, M) (conv: the convolution itself, whose backward is cheaper than
         the im2col view's)."""
@@ -146,6 +163,8 @@ class LUTLayer(nn.Module):
         n = rows.shape[0]
         with torch.set_grad_enabled(soft):
             distances, index = self.encode(self.groups(rows, contiguous=soft))  # (C, N, K) or None, (C, N)
+        if mode == "hard" and not self.training and self.quantize_tables:
+            return self.unrows(self.integer_gather(index), x)
         if mode == "hard":
             tables = self.dequantized_tables() if self.quantize_tables else self.tables()
             return self.unrows(self.gather(tables, index), x)
