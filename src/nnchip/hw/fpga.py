@@ -230,6 +230,59 @@ def _check_positive(**arrays: np.ndarray) -> None:
             raise ConfigError(f"{name} must be positive, got {int(value.min())}")
 
 
+@dataclass(frozen=True)
+class _Latency:
+    """Per-layer quantities of the latency model, (L, P) each."""
+
+    layer_cycles: np.ndarray  # max(compute, memory) + pipeline fill + first-tile load
+    compute: np.ndarray
+    memory: np.ndarray
+    bits_moved: np.ndarray
+    on_lut: np.ndarray
+    wb: np.ndarray  # right-operand bits
+    ab: np.ndarray  # left-operand bits
+
+
+def _latency(table: CostTable, device: FPGASpec, design: DesignConstants, t_m: np.ndarray, t_n: np.ndarray,
+             t_a: np.ndarray, t_b: np.ndarray, w_bits: np.ndarray, a_bits: np.ndarray) -> _Latency:
+    """Cycles of every row of `table` at every design point; parameters (P,), or (L, 1)/(L, P) per layer."""
+    fl = design.first_last_bits
+    role = table.role  # (L, 1)
+    on_lut = (role == ROLE_WEIGHT) & (w_bits == 1)  # (L, P)
+    wb = np.where(role == ROLE_WEIGHT, w_bits, np.where(role == ROLE_ATTENTION, a_bits, fl))  # (L, P)
+    ab = np.where(role == ROLE_FIRST_LAST, fl, a_bits)  # (L, P)
+    pack = dsp_pack(np.maximum(wb, ab), device, design)  # (L, P)
+    m, k, n, count = table.m, table.k, table.n, table.count
+    lut_cycles = count * m * _ceil_div(k, t_n) * _ceil_div(n, t_m)
+    dsp_cycles = count * m * _ceil_div(k, t_b) * _ceil_div(n, t_a * pack)
+    compute = np.where(on_lut, lut_cycles, dsp_cycles)
+    bytes_per_cycle = device.ddr_gbps * 1e9 * design.ddr_efficiency / (device.clock_mhz * 1e6)
+    scales = np.where(on_lut, n * design.scale_bits, 0)
+    bits_moved = count * (m * k * ab + k * n * wb + m * n * a_bits) + scales  # (L, P)
+    memory = bits_moved / 8 / bytes_per_cycle
+    first_tile = np.where(on_lut, t_n * ab + t_m * t_n, t_b * ab + t_a * pack * t_b * wb)
+    layer_cycles = np.maximum(compute, memory) + design.pipeline_depth + first_tile / 8 / bytes_per_cycle
+    return _Latency(layer_cycles, compute, memory, bits_moved, on_lut, wb, ab)
+
+
+def weight_layer_cycles(workload: Workload, device: FPGASpec, design: DesignConstants, *, t_a: int, t_b: int,
+                        w_bits: np.ndarray, a_bits: np.ndarray) -> np.ndarray:
+    """Cycles (L, B) of each layer of `workload` on the DSP engine at each weight width w_bits (B,), ≥ 2, with
+    its own input width a_bits (L,): the latency model of `fpga_cost` for a layer-wise mixed-precision design
+    (every conv/linear on the DSP engine, no first/last override, one row per layer). Attention matmuls read
+    both operands at their a_bits."""
+    w_bits = np.atleast_1d(np.asarray(w_bits, dtype=np.int64))
+    a_bits = np.asarray(a_bits, dtype=np.int64).reshape(-1, 1)
+    _check_positive(t_a=np.asarray(t_a), t_b=np.asarray(t_b), a_bits=a_bits, w_bits=w_bits)
+    if (w_bits < 2).any():
+        raise ConfigError(f"w_bits must be at least 2 on the DSP engine, got {int(w_bits.min())}")
+    cols = np.array([(layer.m, layer.k, layer.n, layer.count, ROLE_ATTENTION if layer.is_attention_matmul
+                      else ROLE_WEIGHT, 1) for layer in workload.layers], dtype=np.int64).reshape(-1, 6)
+    table = CostTable(*(cols[:, i:i + 1] for i in range(6)))
+    one = np.ones(1, dtype=np.int64)
+    return _latency(table, device, design, one, one, np.asarray(t_a), np.asarray(t_b), w_bits, a_bits).layer_cycles
+
+
 def fpga_cost(table: CostTable, device: FPGASpec, design: DesignConstants, energy: EnergySpec,
               t_m: np.ndarray | int, t_n: np.ndarray | int, t_a: np.ndarray | int, t_b: np.ndarray | int,
               w_bits: np.ndarray | int, a_bits: np.ndarray | int) -> FPGACost:
@@ -240,25 +293,14 @@ def fpga_cost(table: CostTable, device: FPGASpec, design: DesignConstants, energ
     fl = design.first_last_bits
     role = table.role  # (L, 1)
     binary = w_bits == 1  # (P,)
-    on_lut = (role == ROLE_WEIGHT) & binary  # (L, P)
-    wb = np.where(role == ROLE_WEIGHT, w_bits, np.where(role == ROLE_ATTENTION, a_bits, fl))  # (L, P)
-    ab = np.where(role == ROLE_FIRST_LAST, fl, a_bits)  # (L, P)
-    pack = dsp_pack(np.maximum(wb, ab), device, design)  # (L, P)
+    lat = _latency(table, device, design, t_m, t_n, t_a, t_b, w_bits, a_bits)
+    on_lut, wb, ab, memory, bits_moved = lat.on_lut, lat.wb, lat.ab, lat.memory, lat.bits_moved
     m, k, n, count = table.m, table.k, table.n, table.count
-    lut_cycles = count * m * _ceil_div(k, t_n) * _ceil_div(n, t_m)
-    dsp_cycles = count * m * _ceil_div(k, t_b) * _ceil_div(n, t_a * pack)
-    compute = np.where(on_lut, lut_cycles, dsp_cycles)
     clock = device.clock_mhz * 1e6
-    bytes_per_cycle = device.ddr_gbps * 1e9 * design.ddr_efficiency / clock
-    scales = np.where(on_lut, n * design.scale_bits, 0)
-    bits_moved = count * (m * k * ab + k * n * wb + m * n * a_bits) + scales  # (L, P)
-    memory = bits_moved / 8 / bytes_per_cycle
-    first_tile = np.where(on_lut, t_n * ab + t_m * t_n, t_b * ab + t_a * pack * t_b * wb)
-    layer_cycles = np.maximum(compute, memory) + design.pipeline_depth + first_tile / 8 / bytes_per_cycle
-    modelled = (table.mult * layer_cycles).sum(axis=0)  # (P,)
+    modelled = (table.mult * lat.layer_cycles).sum(axis=0)  # (P,)
     cycles = modelled + table.measured_seconds * clock
     fps = clock / cycles
-    memory_bound = (table.mult * layer_cycles * (memory > compute)).sum(axis=0) / modelled
+    memory_bound = (table.mult * lat.layer_cycles * (memory > lat.compute)).sum(axis=0) / modelled
 
     # resources
     has_binary = binary & (role == ROLE_WEIGHT).any()

@@ -1,7 +1,8 @@
 """`assign_bits(model, base_config, MixedPrecisionConfig, ...)`: one weight bit-width per conv/linear layer.
 
-Sensitivities (sensitivity.py) and costs (weights, or MACs from the hardware workload) feed the integer
-program (ilp.py); the result is `base_config` with one LayerOverride per layer, ready for quantize().
+Sensitivities (sensitivity.py) and costs (weights, MACs from the hardware workload, or the FPGA model's
+per-layer latency, latency.py) feed the integer program (ilp.py); the result is `base_config` with one
+LayerOverride per layer, ready for quantize().
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from nnchip.core.errors import ConfigError
 from nnchip.quant.mixed_precision.config import MixedPrecisionConfig
 from nnchip.quant.mixed_precision.ilp import choose_bits
+from nnchip.quant.mixed_precision.latency import layer_latency, uniform_bits
 from nnchip.quant.mixed_precision.sensitivity import hutchinson_traces, quantization_errors
 from nnchip.quant.spec import LayerOverride, QuantConfig
 
@@ -25,9 +27,10 @@ class BitAssignment:
     avg_bits: float  # Σ params_i b_i / Σ params_i
     bops: int  # Σ MACs_i · b_i · a_bits per sample
     sensitivity: dict[str, dict[int, float]]
+    latency_us: float  # modelled by the FPGA model of the config (latency.py), whatever the budget
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bits": self.bits, "avg_bits": self.avg_bits, "bops": self.bops}
+        return {"bits": self.bits, "avg_bits": self.avg_bits, "bops": self.bops, "latency_us": self.latency_us}
 
 
 def assign_bits(model: nn.Module, base: QuantConfig, config: MixedPrecisionConfig, *, calib_inputs: Tensor,
@@ -47,16 +50,30 @@ def assign_bits(model: nn.Module, base: QuantConfig, config: MixedPrecisionConfi
                        for p, per in errors.items()}
     else:
         sensitivity = output_errors
-    macs = {layer.name: layer.macs for layer in workload_from_model(model, calib_inputs[:1]).layers}
+    workload = workload_from_model(model, calib_inputs[:1])
+    macs = {layer.name: layer.macs for layer in workload.layers}
     a_bits = base.act.bits
+    reference = int(config.avg_bits) if config.budget == "latency" and config.latency_us is None else None
+    latency = layer_latency(workload, list(errors), base, config, extra_bits=(reference,) if reference else ())
+    unit, name = "", f"mixed_precision.avg_bits {config.avg_bits:g}"
     if config.budget == "size":
         cost = {p: {b: float(params[p] * b) for b in config.candidates} for p in errors}
         budget = config.avg_bits * sum(params.values())
-    else:
+    elif config.budget == "bops":
         cost = {p: {b: float(macs[p] * b * a_bits) for b in config.candidates} for p in errors}
         budget = config.avg_bits * a_bits * sum(macs[p] for p in errors)
-    bits = choose_bits(sensitivity, cost, budget, budget_name=f"mixed_precision.avg_bits {config.avg_bits:g}")
+    else:
+        cost = {p: {b: latency.per_bits_us[p][b] for b in config.candidates} for p in errors}
+        if reference is None:
+            budget, name = float(config.latency_us or 0.0), f"mixed_precision.latency_us {config.latency_us:g}"
+        else:
+            budget = latency.total_us(uniform_bits(workload, list(errors), base, reference))
+            name = f"mixed_precision.budget latency of uniform {reference}-bit weights"
+        budget, unit = budget - latency.constant_us, " µs"  # the program sees the assigned layers only
+    bits = choose_bits(sensitivity, cost, budget, budget_name=name, unit=unit, offset=latency.constant_us
+                       if unit else 0.0)
     overrides = tuple(LayerOverride(path=p, weight=replace(base.weight, bits=b)) for p, b in bits.items())
     avg = sum(params[p] * b for p, b in bits.items()) / sum(params.values())
-    assignment = BitAssignment(bits, avg, sum(macs[p] * b * a_bits for p, b in bits.items()), sensitivity)
+    assignment = BitAssignment(bits, avg, sum(macs[p] * b * a_bits for p, b in bits.items()), sensitivity,
+                               latency.total_us(bits))
     return replace(base, overrides=overrides), assignment
