@@ -21,6 +21,7 @@ from nnchip.models import build
 from nnchip.quant import default_act_spec, default_weight_spec
 from nnchip.quant.mixed_precision import MixedPrecisionConfig, assign_bits, choose_bits, hutchinson_traces
 from nnchip.quant.mixed_precision.latency import layer_latency, uniform_bits
+from nnchip.quant.mixed_precision.sensitivity import quantization_errors
 
 W4A4 = QuantConfig(weight=default_weight_spec(4, "lsq"), act=default_act_spec(4, "lsq"))
 
@@ -84,6 +85,13 @@ def test_assignment_meets_its_budget_and_lowers_exactly(budget: str, sensitivity
     assert bits == assignment.bits
     x_int = qmodel.gm.get_submodule(graph.inputs[0]).int_values(x).to(torch.int64)
     assert run(graph, x_int).tensors[graph.outputs[0]].shape == (64, 10)
+
+
+def test_weight_error_is_measured_with_the_quantizer_on() -> None:
+    model = build("cnn_tiny", num_classes=10, in_channels=1, image_size=8, width=8).eval()
+    weight_errors, _ = quantization_errors(model, W4A4, (2, 4, 8), torch.randn(8, 1, 8, 8))
+    for per in weight_errors.values():  # ‖Q_b(W) − W‖² > 0, shrinking about 4× per extra bit
+        assert per[2] > 4 * per[4] > 16 * per[8] > 0
 
 
 def test_measured_error_prefers_more_bits_where_it_matters() -> None:

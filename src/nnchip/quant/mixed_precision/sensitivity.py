@@ -36,9 +36,9 @@ def quantization_errors(model: nn.Module, base: QuantConfig, candidates: Sequenc
             quantizer.enabled = False
         reference = qmodel(inputs)  # (N, classes): the folded float model
         for path, layer in qmodel.layers():
+            layer.weight_quantizer.enabled = True  # Q_b(W_i) needs the quantizer on (off, it returns W_i)
             weight = layer.weight.detach()
             weight_errors.setdefault(path, {})[bits] = float(((layer.quantized_weight() - weight) ** 2).sum())
-            layer.weight_quantizer.enabled = True
             output_errors.setdefault(path, {})[bits] = float(((qmodel(inputs) - reference) ** 2).sum(-1).mean())
             layer.weight_quantizer.enabled = False
     return weight_errors, output_errors
