@@ -32,6 +32,8 @@ import numpy as np
 import yaml
 
 from nnchip.core.errors import ConfigError, DataError
+from nnchip.core.intspec import sp2_fields
+from nnchip.hw.mixed_lanes import row_mix_key, shift_add_engine_luts
 from nnchip.hw.specs import SPEC_DIR, EnergySpec, FPGASpec
 from nnchip.hw.workload import Workload
 
@@ -142,6 +144,12 @@ class CostTable:
     mult: np.ndarray
     measured_seconds: float = 0.0
     measured_layers: tuple[str, ...] = ()
+    row_mix: np.ndarray | None = None  # (L, 6) per GEMM: rows, bits of fixed format a; of b; of SP2 (0: unused)
+
+    def row_mix_columns(self) -> tuple[np.ndarray, ...]:
+        """(rows_a, bits_a, rows_b, bits_b, rows_sp2, bits_sp2), (L, 1) each; all 0 for one-format layers."""
+        mix = self.row_mix if self.row_mix is not None else np.zeros((self.m.shape[0], 6), dtype=np.int64)
+        return tuple(mix[:, i:i + 1] for i in range(6))
 
 
 def cost_table(workload: Workload, measured: dict[str, float] | None = None) -> CostTable:
@@ -158,13 +166,16 @@ def cost_table(workload: Workload, measured: dict[str, float] | None = None) -> 
         if layer.name in measured:
             continue
         role = ROLE_ATTENTION if layer.kind == "matmul" else ROLE_FIRST_LAST if i in first_last else ROLE_WEIGHT
-        key = (layer.m, layer.k, layer.n, layer.count, role)
+        mix = row_mix_key(layer) if layer.row_groups else (0,) * 6
+        role = ROLE_WEIGHT if layer.row_groups else role  # a row-mixed first/last layer keeps its own formats
+        key = (layer.m, layer.k, layer.n, layer.count, role, *mix)
         groups[key] = groups.get(key, 0) + 1
     if not groups:
         raise ConfigError("the workload has no conv/linear/matmul layer left to cost")
-    cols = np.array([(*key, mult) for key, mult in groups.items()], dtype=np.int64)  # (L, 6)
-    m, k, n, count, role, mult = (cols[:, i:i + 1] for i in range(6))
-    return CostTable(m, k, n, count, role, mult, float(sum(measured.values())), tuple(sorted(measured)))
+    cols = np.array([(*key, mult) for key, mult in groups.items()], dtype=np.int64)  # (L, 12)
+    m, k, n, count, role, mult = (cols[:, i:i + 1] for i in (0, 1, 2, 3, 4, 11))
+    return CostTable(m, k, n, count, role, mult, float(sum(measured.values())), tuple(sorted(measured)),
+                     cols[:, 5:11] if cols[:, 5:11].any() else None)
 
 
 def load_latency_table(path: str | Path) -> dict[str, float]:
@@ -256,6 +267,16 @@ def _latency(table: CostTable, device: FPGASpec, design: DesignConstants, t_m: n
     lut_cycles = count * m * _ceil_div(k, t_n) * _ceil_div(n, t_m)
     dsp_cycles = count * m * _ceil_div(k, t_b) * _ceil_div(n, t_a * pack)
     compute = np.where(on_lut, lut_cycles, dsp_cycles)
+    rows_a, bits_a, rows_b, bits_b, rows_sp2, bits_sp2 = table.row_mix_columns()
+    mixed = (rows_a + rows_b + rows_sp2) > 0  # (L, 1): row-mixed layers, two lane groups in parallel
+    if mixed.any():
+        pack_a, pack_b = (dsp_pack(np.maximum(np.maximum(b, 1), ab), device, design) for b in (bits_a, bits_b))
+        dsp_rows = _ceil_div(rows_a, t_a * pack_a) + _ceil_div(rows_b, t_a * pack_b)  # each format at its packing
+        mixed_dsp = count * m * _ceil_div(k, t_b) * dsp_rows  # fixed-point rows: DSP lanes
+        mixed_lut = count * m * _ceil_div(k, t_n) * _ceil_div(rows_sp2, t_m)  # SP2 rows: LUT shift-add lanes
+        compute = np.where(mixed, np.maximum(mixed_dsp, mixed_lut), compute)
+        on_lut = on_lut & ~mixed
+        wb = np.where(mixed, (rows_a * bits_a + rows_b * bits_b + rows_sp2 * bits_sp2) / np.maximum(n, 1), wb)
     bytes_per_cycle = device.ddr_gbps * 1e9 * design.ddr_efficiency / (device.clock_mhz * 1e6)
     scales = np.where(on_lut, n * design.scale_bits, 0)
     bits_moved = count * (m * k * ab + k * n * wb + m * n * a_bits) + scales  # (L, P)
@@ -303,29 +324,43 @@ def fpga_cost(table: CostTable, device: FPGASpec, design: DesignConstants, energ
     memory_bound = (table.mult * lat.layer_cycles * (memory > lat.compute)).sum(axis=0) / modelled
 
     # resources
-    has_binary = binary & (role == ROLE_WEIGHT).any()
+    rows_a, bits_a, rows_b, bits_b, rows_sp2, bits_sp2 = table.row_mix_columns()
+    mixed = (rows_a + rows_b + rows_sp2) > 0  # (L, 1)
+    has_binary = binary & ((role == ROLE_WEIGHT) & ~mixed).any()
     k_lut = int(table.k[table.role == ROLE_WEIGHT].max(initial=1))
     acc_bits = a_bits + math.ceil(math.log2(max(2, k_lut))) + 1
     lut_binary = np.where(has_binary, design.lut_engine_base + design.lut_adder_scale * t_m * (
         (a_bits + 1) * (2 * t_n - 1) + acc_bits), 0.0)
+    has_sp2 = bool((rows_sp2 > 0).any())  # SP2 rows: the LUT engine has shift-add lanes (sign lanes are a subset)
+    sp2_bits = int(bits_sp2.max(initial=0))
+    lut_engine = lut_binary
+    if has_sp2:
+        shifts = 2 ** sp2_fields(sp2_bits)[0]
+        k_sp2 = int(table.k[rows_sp2 > 0].max())
+        lut_engine = np.maximum(lut_binary, shift_add_engine_luts(
+            t_m, t_n, a_bits, shifts, a_bits + shifts + math.ceil(math.log2(max(2, k_sp2))) + 1,
+            base=design.lut_engine_base, scale=design.lut_adder_scale))
     on_dsp = ~on_lut
-    dsp_bits = np.where(on_dsp, np.maximum(wb, ab), 0).max(axis=0)  # widest operand on the DSP engine (P,)
+    dsp_wb = np.where(mixed, np.maximum(bits_a, bits_b), wb)  # a row-mixed layer's widest fixed-point rows
+    dsp_bits = np.where(on_dsp, np.maximum(dsp_wb, ab), 0).max(axis=0)  # widest operand on the DSP engine (P,)
     dsp_pack_max = dsp_pack(np.maximum(dsp_bits, 1), device, design)
     k_dsp = np.where(on_dsp, k, 1).max(axis=0)
     acc_dsp = 2 * dsp_bits + np.ceil(np.log2(np.maximum(2, k_dsp)))
     lut_dsp = t_a * dsp_pack_max * acc_dsp  # products accumulate in the DSP cascade; one extraction per column
-    lut = lut_binary + lut_dsp + design.nonlinear_lut + design.shell_lut
-    dsp = t_a * t_b + design.nonlinear_dsp
+    lut = lut_engine + lut_dsp + design.nonlinear_lut + design.shell_lut
+    dsp = t_a * t_b + design.nonlinear_dsp  # the DSP lanes serve the fixed-point rows of row-mixed layers too
     width = design.bram36_width_bits
+    has_lut = has_binary | has_sp2
     in_capacity = (count * m * k * ab).max(axis=0)  # the largest layer input stays on chip (P,)
-    in_width = np.maximum(np.where(has_binary, t_n * a_bits, 0), t_b * fl)
+    in_width = np.maximum(np.where(has_lut, t_n * a_bits, 0), t_b * fl)
     in_banks = _ceil_div(in_width, width)
     bram_in = in_banks * _ceil_div(in_capacity, in_banks * design.bram36_bits)
     # second operands on the DSP engine: first/last weights (8 bits), attention activations, weights if w_bits > 1
-    w_bits_dsp = np.maximum(np.where(binary, fl, np.maximum(w_bits, fl)), a_bits)
-    w_tile = np.maximum(np.where(has_binary, t_m * t_n, 0), t_a * dsp_pack_max * t_b * w_bits_dsp)
+    w_bits_dsp = np.maximum(np.maximum(np.where(binary, fl, np.maximum(w_bits, fl)), a_bits),
+                            int(np.maximum(bits_a, bits_b).max(initial=0)))
+    w_tile = np.maximum(np.where(has_lut, t_m * t_n * max(1, sp2_bits), 0), t_a * dsp_pack_max * t_b * w_bits_dsp)
     bram_w = 2 * _ceil_div(w_tile, width)  # double-buffered weight tiles, one tile per port width
-    out_lanes = np.maximum(np.where(has_binary, t_m, 0), t_a * dsp_pack_max)
+    out_lanes = np.maximum(np.where(has_lut, t_m, 0), t_a * dsp_pack_max)
     bram_out = 2 * _ceil_div(out_lanes * 16, width)  # 16-bit results into the nonlinear units
     bram36 = bram_in + bram_w + bram_out + design.nonlinear_bram36 + design.shell_bram36
     ff = design.ff_per_lut * lut
