@@ -109,6 +109,7 @@ def test_measured_error_prefers_more_bits_where_it_matters() -> None:
     ({"budget": "latency", "avg_bits": 3.5}, "mixed_precision.avg_bits must be a whole number for a latency budget"),
     ({"latency_us": -1.0}, "mixed_precision.latency_us must be a positive number"),
     ({"t_a": 0}, "mixed_precision.t_a must be a positive integer"),
+    ({"device": "zcu999"}, "mixed_precision.device: unknown device 'zcu999'"),
     ({"avg_bits": 0}, "mixed_precision.avg_bits must be a positive number"),
     ({"sensitivity": "magic"}, "mixed_precision.sensitivity must be one of quant_error, hessian"),
 ])

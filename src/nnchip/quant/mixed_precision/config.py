@@ -63,7 +63,6 @@ class MixedPrecisionConfig:
                 or self.hutchinson_samples < 1:
             raise ConfigError(f"mixed_precision.hutchinson_samples must be a positive integer, "
                               f"got {self.hutchinson_samples!r}")
-
         if self.latency_us is not None and (isinstance(self.latency_us, bool)
                                             or not isinstance(self.latency_us, (int, float)) or self.latency_us <= 0):
             raise ConfigError(f"mixed_precision.latency_us must be a positive number, got {self.latency_us!r}")
@@ -76,6 +75,12 @@ class MixedPrecisionConfig:
                 raise ConfigError(f"mixed_precision.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError(f"mixed_precision.device must be a device name, got {self.device!r}")
+        from nnchip.hw.specs import load_fpga
+
+        try:
+            load_fpga(self.device)
+        except ConfigError as error:
+            raise ConfigError(f"mixed_precision.device: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -27,8 +27,9 @@ def choose_bits(sensitivity: dict[str, dict[int, float]], cost: dict[str, dict[i
     scale = max(abs(v) for per in sensitivity.values() for v in per.values()) or 1.0
     objective = np.array([sensitivity[layer][bits] / scale for layer, bits in pairs])
     one_per_layer = np.array([[1.0 if layer == row else 0.0 for layer, _ in pairs] for row in layers])
-    costs = np.array([[cost[layer][bits] / budget for layer, bits in pairs]])  # normalised: Σ ≤ 1
-    constraints = [LinearConstraint(one_per_layer, 1, 1), LinearConstraint(costs, -np.inf, 1)]
+    unit_budget = budget if budget > 0 else 1.0
+    costs = np.array([[cost[layer][bits] / unit_budget for layer, bits in pairs]])  # normalised
+    constraints = [LinearConstraint(one_per_layer, 1, 1), LinearConstraint(costs, -np.inf, budget / unit_budget)]
     result = milp(objective, integrality=np.ones(len(pairs)), bounds=Bounds(0, 1), constraints=constraints,
                   options={"mip_rel_gap": 0.0})  # proven optimal, not within HiGHS's default 0.01 %
     if result.x is None:
