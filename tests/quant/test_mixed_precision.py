@@ -20,6 +20,7 @@ from nnchip.lower import lower, run
 from nnchip.models import build
 from nnchip.quant import default_act_spec, default_weight_spec
 from nnchip.quant.mixed_precision import MixedPrecisionConfig, assign_bits, choose_bits, hutchinson_traces
+from nnchip.quant.mixed_precision.api import layer_sensitivity
 from nnchip.quant.mixed_precision.latency import layer_latency, uniform_bits
 from nnchip.quant.mixed_precision.sensitivity import quantization_errors
 
@@ -92,6 +93,28 @@ def test_weight_error_is_measured_with_the_quantizer_on() -> None:
     weight_errors, _ = quantization_errors(model, W4A4, (2, 4, 8), torch.randn(8, 1, 8, 8))
     for per in weight_errors.values():  # ‖Q_b(W) − W‖² > 0, shrinking about 4× per extra bit
         assert per[2] > 4 * per[4] > 16 * per[8] > 0
+
+
+def test_hessian_sensitivity_is_taken_on_the_folded_weights() -> None:
+    # the same folded model two ways: conv weight 4W with BN scale 1, or W with BN scale 4 → the same Ω
+    def net(weight_scale: float, bn_scale: float) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+        with torch.no_grad():
+            model[0].weight.mul_(weight_scale)
+            model[0].bias.mul_(weight_scale)
+            model[1].weight.fill_(bn_scale)
+            model[1].running_var.fill_(1 - model[1].eps)
+        return model.eval()
+
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    config = MixedPrecisionConfig(candidates=(2, 4), sensitivity="hessian", hutchinson_samples=8)
+    a, b = (layer_sensitivity(net(w, s), A4_ONLY, config, x, [(x, y)]) for w, s in ((4.0, 1.0), (1.0, 4.0)))
+    assert torch.allclose(net(4.0, 1.0)(x), net(1.0, 4.0)(x), atol=1e-5)
+    for path in a:
+        for bits in (2, 4):
+            assert a[path][bits] == pytest.approx(b[path][bits], rel=1e-3)
+    assert a["0"][2] > a["0"][4] > 0
 
 
 def test_measured_error_prefers_more_bits_where_it_matters() -> None:

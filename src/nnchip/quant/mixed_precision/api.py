@@ -18,6 +18,7 @@ from nnchip.quant.mixed_precision.config import MixedPrecisionConfig
 from nnchip.quant.mixed_precision.ilp import choose_bits
 from nnchip.quant.mixed_precision.latency import layer_latency, uniform_bits
 from nnchip.quant.mixed_precision.sensitivity import hutchinson_traces, quantization_errors
+from nnchip.quant.quantize import quantize
 from nnchip.quant.spec import LayerOverride, QuantConfig
 
 
@@ -85,6 +86,11 @@ def layer_sensitivity(model: nn.Module, base: QuantConfig, config: MixedPrecisio
     if config.sensitivity != "hessian":
         return output_errors
     params = {path: model.get_submodule(path).weight.numel() for path in errors}
-    traces = hutchinson_traces(model, batches, list(errors), config.hutchinson_samples)
+    # the trace of the weights that are quantized: BatchNorm folded, as E_i(b) is (a BN scale s_c scales the
+    # folded weight by s_c and its Hessian by 1/s_c², so an unfolded trace would mis-weigh layers by up to 10×)
+    folded = quantize(model, replace(base, first_last_bits=None, overrides=()), example_inputs=calib_inputs[:1])
+    for _, quantizer in folded.quantizers():
+        quantizer.enabled = False
+    traces = hutchinson_traces(folded.gm, batches, list(errors), config.hutchinson_samples)
     # a negative trace estimate (a non-convex point) counts as flat: the layer's error then costs nothing
     return {p: {b: max(traces[p], 0.0) / params[p] * e for b, e in per.items()} for p, per in errors.items()}

@@ -5,7 +5,8 @@
                      weight quantized, everything else (activations included) in float — what "measured
                      quantization error" means for the integer program (it sees how much each layer matters)
     Hutchinson:      Tr(H_i) ≈ (1/m) Σ_t z_tᵀ H_i z_t,  z_t Rademacher on layer i's weight, H·z by double
-                     back-propagation of the cross-entropy loss
+                     back-propagation of the cross-entropy loss; api.layer_sensitivity takes it on the
+                     BatchNorm-folded weights, the ones E_i(b) measures
     HAWQ-V2 score:   Ω_i(b) = Tr(H_i) / n_i · E_i(b)
 """
 
