@@ -111,19 +111,23 @@ def plot(records: list[dict[str, Any]], float_acc: float, path: Path) -> None:
 
 def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     front = {id(p) for p in pareto(records)}
+    test = (f"all {meta['n_test']} test images" if meta["stride"] == 1
+            else f"{meta['n_test']} test images (every {meta['stride']}-th)")
     lines = [f"# Mixed precision vs uniform weights, CIFAR-10 ResNet-20 (A{A_BITS})", "",
-             f"Float top-1 {100 * meta['float_acc']:.2f} % on {meta['n_test']} test images (every "
-             f"{meta['stride']}-th); calibration {meta['calib']} training images; candidates "
-             f"{meta['candidates']}; latency model: {meta['latency_model']}. Command: `{meta['command']}` "
-             f"({meta['threads']} thread, {meta['total_s']:.0f} s wall, {meta['cpu_s']:.0f} s CPU). * = on the Pareto "
-             "front (BOPs, top-1).", "",
+             f"Float top-1 {100 * meta['float_acc']:.2f} % on {test}; calibration {meta['calib']} training images; "
+             f"candidates {meta['candidates']}; latency model: {meta['latency_model']}. Command: "
+             f"`{meta['command']}` ({meta['threads']} thread, {meta['total_s']:.0f} s wall, {meta['cpu_s']:.0f} s "
+             "CPU). * = on the Pareto front (BOPs, top-1).", "",
              "| point | sensitivity | budget | method | avg W bits | G BOPs | latency µs | top-1 % | Δ vs float pp |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['label']}{' *' if id(r) in front else ''} | {r['sensitivity']} | {r['budget']} | "
+        same = f" (same bits as {r['same_as']}: same model)" if "same_as" in r else ""
+        lines.append(f"| {r['label']}{' *' if id(r) in front else ''}{same} | {r['sensitivity']} | {r['budget']} | "
                      f"{r['method']} | {r['avg_bits']:.3f} | {r['bops'] / 1e9:.3f} | {r['latency_us']:.1f} | "
                      f"{100 * r['acc']:.2f} | {100 * (r['acc'] - meta['float_acc']):+.2f} |")
-    lines += ["", "Bits per layer (graph order) of the mixed points:", ""]
+    lines += ["", "Weight bits per layer of the mixed points, in the order conv1, layer1.0.conv1, layer1.0.conv2, …, "
+              "with each stage's downsample conv before its first block (layer2.0.downsample.0, layer2.0.conv1, …), "
+              "fc:", ""]
     for r in records:
         if r["sensitivity"] != "uniform" and r["method"] == "PTQ":
             lines.append(f"- {r['label']} ({r['sensitivity']}): {' '.join(str(b) for b in r['bits'].values())}")
