@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,14 @@ from torch import nn
 from nnchip import QuantConfig, calibrate, quantize
 from nnchip.cli.main import main
 from nnchip.core.errors import ConfigError
+from nnchip.hw.workload import workload_from_model
 from nnchip.lower import lower, run
 from nnchip.models import build
 from nnchip.quant import default_act_spec, default_weight_spec
 from nnchip.quant.mixed_precision import MixedPrecisionConfig, assign_bits, choose_bits, hutchinson_traces
+from nnchip.quant.mixed_precision.api import layer_sensitivity
+from nnchip.quant.mixed_precision.latency import layer_latency, uniform_bits
+from nnchip.quant.mixed_precision.sensitivity import quantization_errors
 
 W4A4 = QuantConfig(weight=default_weight_spec(4, "lsq"), act=default_act_spec(4, "lsq"))
 
@@ -39,7 +44,8 @@ def test_ilp_matches_brute_force() -> None:
 
 
 def test_budget_no_assignment_meets_is_one_line() -> None:
-    with pytest.raises(ConfigError, match=r"^x: no bit-width assignment meets the budget 10 \(the cheapest costs 20"):
+    with pytest.raises(ConfigError, match=r"^x: no bit-width assignment meets the budget 10 \(the minimum achievable "
+                                          r"is 20\)$"):
         choose_bits({"a": {2: 1.0, 4: 0.1}}, {"a": {2: 20.0, 4: 40.0}}, 10.0, budget_name="x")
 
 
@@ -69,8 +75,6 @@ def test_assignment_meets_its_budget_and_lowers_exactly(budget: str, sensitivity
     if budget == "size":
         assert assignment.avg_bits <= 4.0 + 1e-9
     else:
-        from nnchip.hw.workload import workload_from_model
-
         macs = {w.name: w.macs for w in workload_from_model(model, x[:1]).layers}
         assert assignment.bops <= 4.0 * 4 * sum(macs.values())
     assert set(assignment.bits) == set(params)
@@ -84,6 +88,35 @@ def test_assignment_meets_its_budget_and_lowers_exactly(budget: str, sensitivity
     assert run(graph, x_int).tensors[graph.outputs[0]].shape == (64, 10)
 
 
+def test_weight_error_is_measured_with_the_quantizer_on() -> None:
+    model = build("cnn_tiny", num_classes=10, in_channels=1, image_size=8, width=8).eval()
+    weight_errors, _ = quantization_errors(model, W4A4, (2, 4, 8), torch.randn(8, 1, 8, 8))
+    for per in weight_errors.values():  # ‖Q_b(W) − W‖² > 0, shrinking about 4× per extra bit
+        assert per[2] > 4 * per[4] > 16 * per[8] > 0
+
+
+def test_hessian_sensitivity_is_taken_on_the_folded_weights() -> None:
+    # the same folded model two ways: conv weight 4W with BN scale 1, or W with BN scale 4 → the same Ω
+    def net(weight_scale: float, bn_scale: float) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+        with torch.no_grad():
+            model[0].weight.mul_(weight_scale)
+            model[0].bias.mul_(weight_scale)
+            model[1].weight.fill_(bn_scale)
+            model[1].running_var.fill_(1 - model[1].eps)
+        return model.eval()
+
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    config = MixedPrecisionConfig(candidates=(2, 4), sensitivity="hessian", hutchinson_samples=8)
+    a, b = (layer_sensitivity(net(w, s), A4_ONLY, config, x, [(x, y)]) for w, s in ((4.0, 1.0), (1.0, 4.0)))
+    assert torch.allclose(net(4.0, 1.0)(x), net(1.0, 4.0)(x), atol=1e-5)
+    for path in a:
+        for bits in (2, 4):
+            assert a[path][bits] == pytest.approx(b[path][bits], rel=1e-3)
+    assert a["0"][2] > a["0"][4] > 0
+
+
 def test_measured_error_prefers_more_bits_where_it_matters() -> None:
     model = build("cnn_tiny", num_classes=10, in_channels=1, image_size=8, width=8).eval()
     x = torch.randn(64, 1, 8, 8)
@@ -95,13 +128,70 @@ def test_measured_error_prefers_more_bits_where_it_matters() -> None:
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"candidates": (1, 4)}, "mixed_precision.candidates: 1 is not an integer in 2..16"),
-    ({"budget": "latency"}, "mixed_precision.budget must be one of size, bops"),
+    ({"budget": "energy"}, "mixed_precision.budget must be one of size, bops, latency"),
+    ({"budget": "latency", "avg_bits": 3.5}, "mixed_precision.avg_bits must be a whole number for a latency budget"),
+    ({"latency_us": -1.0}, "mixed_precision.latency_us must be a positive number"),
+    ({"t_a": 0}, "mixed_precision.t_a must be a positive integer"),
+    ({"device": "zcu999"}, "mixed_precision.device: unknown device 'zcu999'"),
     ({"avg_bits": 0}, "mixed_precision.avg_bits must be a positive number"),
     ({"sensitivity": "magic"}, "mixed_precision.sensitivity must be one of quant_error, hessian"),
 ])
 def test_bad_config(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         MixedPrecisionConfig(**changes)
+
+
+# Three 3×3 convs on a 4×8×8 input (M = 64 output positions each), 4-bit inputs everywhere (first_last_bits None),
+# ZCU102 (DSP48E2: 4 products per DSP at ≤ 4 bits, 2 at ≤ 8), DSP engine T_a = 8, T_b = 16, 150 MHz, DDR
+# 19.2 GB/s × 0.7 = 89.6 bytes per cycle; every layer is compute-bound (its bytes ÷ 89.6 < compute).
+#   conv 0 (K 36, N 32):  compute = 64 · ceil(36/16) · ceil(32/(8·pack)) = 192 (pack 4), 384 (pack 2)
+#   conv 2, 4 (K 288):    compute = 64 · 18 · ceil(32/(8·pack))          = 1152,          2304
+#   each layer adds the pipeline fill 32 and the first tile (16·4 + 8·pack·16·b bits) / 8 / 89.6 cycles
+def three_convs() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 32, 3, padding=1)).eval()
+
+
+def cycles(compute: int, pack: int, bits: int) -> float:
+    return compute + 32 + (16 * 4 + 8 * pack * 16 * bits) / 8 / 89.6
+
+
+A4_ONLY = QuantConfig(weight=default_weight_spec(4, "lsq"), act=default_act_spec(4, "lsq"), first_last_bits=None)
+
+
+def test_latency_budget_hand_checked() -> None:
+    model, x = three_convs(), torch.randn(16, 4, 8, 8)
+    minimum_us = (cycles(192, 4, 2) + 2 * cycles(1152, 4, 2)) / 150  # every layer at 2 bits: 17.3104 µs
+    with pytest.raises(ConfigError, match=rf"^mixed_precision\.latency_us 17: no bit-width assignment meets the "
+                                          rf"budget 17 µs \(the minimum achievable is {minimum_us:.6g} µs\)$"):
+        assign_bits(model, A4_ONLY, MixedPrecisionConfig(candidates=(2, 4, 8), budget="latency", latency_us=17.0),
+                    calib_inputs=x)
+    uniform4_us = (cycles(192, 4, 4) + 2 * cycles(1152, 4, 4)) / 150
+    config = MixedPrecisionConfig(candidates=(2, 4, 8), budget="latency", avg_bits=4)
+    _, assignment = assign_bits(model, A4_ONLY, config, calib_inputs=x)
+    assert assignment.latency_us <= uniform4_us * (1 + 1e-12)
+    assert assignment.bits == {"0": 4, "2": 4, "4": 4}  # 8 bits halves the packing: no room; 4 beats 2 for free
+    # room for conv 0 at 8 bits (+192 cycles, +1.28 µs) but not for a K = 288 layer (+1152 cycles, +7.68 µs)
+    budget_us = uniform4_us + 3.0
+    _, roomy = assign_bits(model, A4_ONLY, replace(config, latency_us=budget_us), calib_inputs=x)
+    assert roomy.bits == {"0": 8, "2": 4, "4": 4}
+    assert roomy.latency_us == pytest.approx((cycles(384, 2, 8) + 2 * cycles(1152, 4, 4)) / 150, rel=1e-12)
+    assert roomy.latency_us <= budget_us
+
+
+def test_latency_budget_is_met_on_the_zoo_cnn() -> None:
+    model = build("cnn_tiny", num_classes=10, in_channels=1, image_size=8, width=8).eval()
+    x = torch.randn(64, 1, 8, 8)
+    for latency_us in (2.0, 3.0, 5.0):
+        config = MixedPrecisionConfig(candidates=(2, 3, 4, 6, 8), budget="latency", latency_us=latency_us, t_a=4,
+                                      t_b=4)
+        try:
+            _, assignment = assign_bits(model, W4A4, config, calib_inputs=x)
+        except ConfigError as error:
+            assert "the minimum achievable is" in str(error)
+            continue
+        assert assignment.latency_us <= latency_us
 
 
 TINY = {
@@ -122,6 +212,21 @@ def test_cli_writes_avg_bits_and_a_verified_export(tmp_path: Path) -> None:
     assert set(record["bits"].values()) <= {2, 4, 8}
 
 
+def test_cli_latency_budget(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "mixed_precision": {"candidates": [2, 4, 8], "budget": "latency",
+                                                                  "avg_bits": 4, "t_a": 4, "t_b": 4}}))
+    assert main(["mixed-precision", str(recipe), "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())[0]
+    model = build("cnn_tiny", num_classes=10, in_channels=1, image_size=8, width=8).eval()
+    workload = workload_from_model(model, torch.zeros(1, 1, 8, 8))
+    paths = [layer.name for layer in workload.layers]
+    config = MixedPrecisionConfig(candidates=(2, 4, 8), budget="latency", avg_bits=4, t_a=4, t_b=4)
+    uniform_us = layer_latency(workload, paths, W4A4, config).total_us(uniform_bits(workload, paths, W4A4, 4))
+    assert record["bit_exact"] is True and record["latency_us"] <= uniform_us * (1 + 1e-12)
+    assert record["mixed_precision"]["budget"] == "latency"
+
+
 def test_cli_infeasible_budget_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     recipe = tmp_path / "r.yaml"
     bad = {**TINY, "mixed_precision": {"candidates": [4, 8], "avg_bits": 3.0}}
@@ -131,3 +236,11 @@ def test_cli_infeasible_budget_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the untrained-weights warning
     assert error.startswith("nnchip mixed-precision: error: mixed_precision.avg_bits 3: no bit-width assignment "
                             "meets the budget")
+
+
+def test_committed_mixed_precision_recipes_parse() -> None:
+    from nnchip.cli.mixed_precision import mixed_precision_recipe_from_dict
+
+    paths = sorted((Path(__file__).resolve().parents[2] / "recipes" / "mixed_precision").glob("*.yaml"))
+    budgets = {mixed_precision_recipe_from_dict(yaml.safe_load(p.read_text()))[1].budget for p in paths}
+    assert budgets == {"size", "latency"}

@@ -32,6 +32,8 @@ import numpy as np
 import yaml
 
 from nnchip.core.errors import ConfigError, DataError
+from nnchip.core.intspec import sp2_fields
+from nnchip.hw.mixed_lanes import row_mix_key, shift_add_engine_luts
 from nnchip.hw.specs import SPEC_DIR, EnergySpec, FPGASpec
 from nnchip.hw.workload import Workload
 
@@ -142,6 +144,12 @@ class CostTable:
     mult: np.ndarray
     measured_seconds: float = 0.0
     measured_layers: tuple[str, ...] = ()
+    row_mix: np.ndarray | None = None  # (L, 6) per GEMM: rows, bits of fixed format a; of b; of SP2 (0: unused)
+
+    def row_mix_columns(self) -> tuple[np.ndarray, ...]:
+        """(rows_a, bits_a, rows_b, bits_b, rows_sp2, bits_sp2), (L, 1) each; all 0 for one-format layers."""
+        mix = self.row_mix if self.row_mix is not None else np.zeros((self.m.shape[0], 6), dtype=np.int64)
+        return tuple(mix[:, i:i + 1] for i in range(6))
 
 
 def cost_table(workload: Workload, measured: dict[str, float] | None = None) -> CostTable:
@@ -158,13 +166,16 @@ def cost_table(workload: Workload, measured: dict[str, float] | None = None) -> 
         if layer.name in measured:
             continue
         role = ROLE_ATTENTION if layer.kind == "matmul" else ROLE_FIRST_LAST if i in first_last else ROLE_WEIGHT
-        key = (layer.m, layer.k, layer.n, layer.count, role)
+        mix = row_mix_key(layer) if layer.row_groups else (0,) * 6
+        role = ROLE_WEIGHT if layer.row_groups else role  # a row-mixed first/last layer keeps its own formats
+        key = (layer.m, layer.k, layer.n, layer.count, role, *mix)
         groups[key] = groups.get(key, 0) + 1
     if not groups:
         raise ConfigError("the workload has no conv/linear/matmul layer left to cost")
-    cols = np.array([(*key, mult) for key, mult in groups.items()], dtype=np.int64)  # (L, 6)
-    m, k, n, count, role, mult = (cols[:, i:i + 1] for i in range(6))
-    return CostTable(m, k, n, count, role, mult, float(sum(measured.values())), tuple(sorted(measured)))
+    cols = np.array([(*key, mult) for key, mult in groups.items()], dtype=np.int64)  # (L, 12)
+    m, k, n, count, role, mult = (cols[:, i:i + 1] for i in (0, 1, 2, 3, 4, 11))
+    return CostTable(m, k, n, count, role, mult, float(sum(measured.values())), tuple(sorted(measured)),
+                     cols[:, 5:11] if cols[:, 5:11].any() else None)
 
 
 def load_latency_table(path: str | Path) -> dict[str, float]:
@@ -230,6 +241,69 @@ def _check_positive(**arrays: np.ndarray) -> None:
             raise ConfigError(f"{name} must be positive, got {int(value.min())}")
 
 
+@dataclass(frozen=True)
+class _Latency:
+    """Per-layer quantities of the latency model, (L, P) each."""
+
+    layer_cycles: np.ndarray  # max(compute, memory) + pipeline fill + first-tile load
+    compute: np.ndarray
+    memory: np.ndarray
+    bits_moved: np.ndarray
+    on_lut: np.ndarray
+    wb: np.ndarray  # right-operand bits
+    ab: np.ndarray  # left-operand bits
+
+
+def _latency(table: CostTable, device: FPGASpec, design: DesignConstants, t_m: np.ndarray, t_n: np.ndarray,
+             t_a: np.ndarray, t_b: np.ndarray, w_bits: np.ndarray, a_bits: np.ndarray) -> _Latency:
+    """Cycles of every row of `table` at every design point; parameters (P,), or (L, 1)/(L, P) per layer."""
+    fl = design.first_last_bits
+    role = table.role  # (L, 1)
+    on_lut = (role == ROLE_WEIGHT) & (w_bits == 1)  # (L, P)
+    wb = np.where(role == ROLE_WEIGHT, w_bits, np.where(role == ROLE_ATTENTION, a_bits, fl))  # (L, P)
+    ab = np.where(role == ROLE_FIRST_LAST, fl, a_bits)  # (L, P)
+    pack = dsp_pack(np.maximum(wb, ab), device, design)  # (L, P)
+    m, k, n, count = table.m, table.k, table.n, table.count
+    lut_cycles = count * m * _ceil_div(k, t_n) * _ceil_div(n, t_m)
+    dsp_cycles = count * m * _ceil_div(k, t_b) * _ceil_div(n, t_a * pack)
+    compute = np.where(on_lut, lut_cycles, dsp_cycles)
+    rows_a, bits_a, rows_b, bits_b, rows_sp2, bits_sp2 = table.row_mix_columns()
+    mixed = (rows_a + rows_b + rows_sp2) > 0  # (L, 1): row-mixed layers, two lane groups in parallel
+    if mixed.any():
+        pack_a, pack_b = (dsp_pack(np.maximum(np.maximum(b, 1), ab), device, design) for b in (bits_a, bits_b))
+        dsp_rows = _ceil_div(rows_a, t_a * pack_a) + _ceil_div(rows_b, t_a * pack_b)  # each format at its packing
+        mixed_dsp = count * m * _ceil_div(k, t_b) * dsp_rows  # fixed-point rows: DSP lanes
+        mixed_lut = count * m * _ceil_div(k, t_n) * _ceil_div(rows_sp2, t_m)  # SP2 rows: LUT shift-add lanes
+        compute = np.where(mixed, np.maximum(mixed_dsp, mixed_lut), compute)
+        on_lut = on_lut & ~mixed
+        wb = np.where(mixed, (rows_a * bits_a + rows_b * bits_b + rows_sp2 * bits_sp2) / np.maximum(n, 1), wb)
+    bytes_per_cycle = device.ddr_gbps * 1e9 * design.ddr_efficiency / (device.clock_mhz * 1e6)
+    scales = np.where(on_lut, n * design.scale_bits, 0)
+    bits_moved = count * (m * k * ab + k * n * wb + m * n * a_bits) + scales  # (L, P)
+    memory = bits_moved / 8 / bytes_per_cycle
+    first_tile = np.where(on_lut, t_n * ab + t_m * t_n, t_b * ab + t_a * pack * t_b * wb)
+    layer_cycles = np.maximum(compute, memory) + design.pipeline_depth + first_tile / 8 / bytes_per_cycle
+    return _Latency(layer_cycles, compute, memory, bits_moved, on_lut, wb, ab)
+
+
+def weight_layer_cycles(workload: Workload, device: FPGASpec, design: DesignConstants, *, t_a: int, t_b: int,
+                        w_bits: np.ndarray, a_bits: np.ndarray) -> np.ndarray:
+    """Cycles (L, B) of each layer of `workload` on the DSP engine at each weight width w_bits (B,), ≥ 2, with
+    its own input width a_bits (L,): the latency model of `fpga_cost` for a layer-wise mixed-precision design
+    (every conv/linear on the DSP engine, no first/last override, one row per layer). Attention matmuls read
+    both operands at their a_bits."""
+    w_bits = np.atleast_1d(np.asarray(w_bits, dtype=np.int64))
+    a_bits = np.asarray(a_bits, dtype=np.int64).reshape(-1, 1)
+    _check_positive(t_a=np.asarray(t_a), t_b=np.asarray(t_b), a_bits=a_bits, w_bits=w_bits)
+    if (w_bits < 2).any():
+        raise ConfigError(f"w_bits must be at least 2 on the DSP engine, got {int(w_bits.min())}")
+    cols = np.array([(layer.m, layer.k, layer.n, layer.count, ROLE_ATTENTION if layer.is_attention_matmul
+                      else ROLE_WEIGHT, 1) for layer in workload.layers], dtype=np.int64).reshape(-1, 6)
+    table = CostTable(*(cols[:, i:i + 1] for i in range(6)))
+    one = np.ones(1, dtype=np.int64)
+    return _latency(table, device, design, one, one, np.asarray(t_a), np.asarray(t_b), w_bits, a_bits).layer_cycles
+
+
 def fpga_cost(table: CostTable, device: FPGASpec, design: DesignConstants, energy: EnergySpec,
               t_m: np.ndarray | int, t_n: np.ndarray | int, t_a: np.ndarray | int, t_b: np.ndarray | int,
               w_bits: np.ndarray | int, a_bits: np.ndarray | int) -> FPGACost:
@@ -240,50 +314,53 @@ def fpga_cost(table: CostTable, device: FPGASpec, design: DesignConstants, energ
     fl = design.first_last_bits
     role = table.role  # (L, 1)
     binary = w_bits == 1  # (P,)
-    on_lut = (role == ROLE_WEIGHT) & binary  # (L, P)
-    wb = np.where(role == ROLE_WEIGHT, w_bits, np.where(role == ROLE_ATTENTION, a_bits, fl))  # (L, P)
-    ab = np.where(role == ROLE_FIRST_LAST, fl, a_bits)  # (L, P)
-    pack = dsp_pack(np.maximum(wb, ab), device, design)  # (L, P)
+    lat = _latency(table, device, design, t_m, t_n, t_a, t_b, w_bits, a_bits)
+    on_lut, wb, ab, memory, bits_moved = lat.on_lut, lat.wb, lat.ab, lat.memory, lat.bits_moved
     m, k, n, count = table.m, table.k, table.n, table.count
-    lut_cycles = count * m * _ceil_div(k, t_n) * _ceil_div(n, t_m)
-    dsp_cycles = count * m * _ceil_div(k, t_b) * _ceil_div(n, t_a * pack)
-    compute = np.where(on_lut, lut_cycles, dsp_cycles)
     clock = device.clock_mhz * 1e6
-    bytes_per_cycle = device.ddr_gbps * 1e9 * design.ddr_efficiency / clock
-    scales = np.where(on_lut, n * design.scale_bits, 0)
-    bits_moved = count * (m * k * ab + k * n * wb + m * n * a_bits) + scales  # (L, P)
-    memory = bits_moved / 8 / bytes_per_cycle
-    first_tile = np.where(on_lut, t_n * ab + t_m * t_n, t_b * ab + t_a * pack * t_b * wb)
-    layer_cycles = np.maximum(compute, memory) + design.pipeline_depth + first_tile / 8 / bytes_per_cycle
-    modelled = (table.mult * layer_cycles).sum(axis=0)  # (P,)
+    modelled = (table.mult * lat.layer_cycles).sum(axis=0)  # (P,)
     cycles = modelled + table.measured_seconds * clock
     fps = clock / cycles
-    memory_bound = (table.mult * layer_cycles * (memory > compute)).sum(axis=0) / modelled
+    memory_bound = (table.mult * lat.layer_cycles * (memory > lat.compute)).sum(axis=0) / modelled
 
     # resources
-    has_binary = binary & (role == ROLE_WEIGHT).any()
+    rows_a, bits_a, rows_b, bits_b, rows_sp2, bits_sp2 = table.row_mix_columns()
+    mixed = (rows_a + rows_b + rows_sp2) > 0  # (L, 1)
+    has_binary = binary & ((role == ROLE_WEIGHT) & ~mixed).any()
     k_lut = int(table.k[table.role == ROLE_WEIGHT].max(initial=1))
     acc_bits = a_bits + math.ceil(math.log2(max(2, k_lut))) + 1
     lut_binary = np.where(has_binary, design.lut_engine_base + design.lut_adder_scale * t_m * (
         (a_bits + 1) * (2 * t_n - 1) + acc_bits), 0.0)
+    has_sp2 = bool((rows_sp2 > 0).any())  # SP2 rows: the LUT engine has shift-add lanes (sign lanes are a subset)
+    sp2_bits = int(bits_sp2.max(initial=0))
+    lut_engine = lut_binary
+    if has_sp2:
+        shifts = 2 ** sp2_fields(sp2_bits)[0]
+        k_sp2 = int(table.k[rows_sp2 > 0].max())
+        lut_engine = np.maximum(lut_binary, shift_add_engine_luts(
+            t_m, t_n, a_bits, shifts, a_bits + shifts + math.ceil(math.log2(max(2, k_sp2))) + 1,
+            base=design.lut_engine_base, scale=design.lut_adder_scale))
     on_dsp = ~on_lut
-    dsp_bits = np.where(on_dsp, np.maximum(wb, ab), 0).max(axis=0)  # widest operand on the DSP engine (P,)
+    dsp_wb = np.where(mixed, np.maximum(bits_a, bits_b), wb)  # a row-mixed layer's widest fixed-point rows
+    dsp_bits = np.where(on_dsp, np.maximum(dsp_wb, ab), 0).max(axis=0)  # widest operand on the DSP engine (P,)
     dsp_pack_max = dsp_pack(np.maximum(dsp_bits, 1), device, design)
     k_dsp = np.where(on_dsp, k, 1).max(axis=0)
     acc_dsp = 2 * dsp_bits + np.ceil(np.log2(np.maximum(2, k_dsp)))
     lut_dsp = t_a * dsp_pack_max * acc_dsp  # products accumulate in the DSP cascade; one extraction per column
-    lut = lut_binary + lut_dsp + design.nonlinear_lut + design.shell_lut
-    dsp = t_a * t_b + design.nonlinear_dsp
+    lut = lut_engine + lut_dsp + design.nonlinear_lut + design.shell_lut
+    dsp = t_a * t_b + design.nonlinear_dsp  # the DSP lanes serve the fixed-point rows of row-mixed layers too
     width = design.bram36_width_bits
+    has_lut = has_binary | has_sp2
     in_capacity = (count * m * k * ab).max(axis=0)  # the largest layer input stays on chip (P,)
-    in_width = np.maximum(np.where(has_binary, t_n * a_bits, 0), t_b * fl)
+    in_width = np.maximum(np.where(has_lut, t_n * a_bits, 0), t_b * fl)
     in_banks = _ceil_div(in_width, width)
     bram_in = in_banks * _ceil_div(in_capacity, in_banks * design.bram36_bits)
     # second operands on the DSP engine: first/last weights (8 bits), attention activations, weights if w_bits > 1
-    w_bits_dsp = np.maximum(np.where(binary, fl, np.maximum(w_bits, fl)), a_bits)
-    w_tile = np.maximum(np.where(has_binary, t_m * t_n, 0), t_a * dsp_pack_max * t_b * w_bits_dsp)
+    w_bits_dsp = np.maximum(np.maximum(np.where(binary, fl, np.maximum(w_bits, fl)), a_bits),
+                            int(np.maximum(bits_a, bits_b).max(initial=0)))
+    w_tile = np.maximum(np.where(has_lut, t_m * t_n * max(1, sp2_bits), 0), t_a * dsp_pack_max * t_b * w_bits_dsp)
     bram_w = 2 * _ceil_div(w_tile, width)  # double-buffered weight tiles, one tile per port width
-    out_lanes = np.maximum(np.where(has_binary, t_m, 0), t_a * dsp_pack_max)
+    out_lanes = np.maximum(np.where(has_lut, t_m, 0), t_a * dsp_pack_max)
     bram_out = 2 * _ceil_div(out_lanes * 16, width)  # 16-bit results into the nonlinear units
     bram36 = bram_in + bram_w + bram_out + design.nonlinear_bram36 + design.shell_bram36
     ff = design.ff_per_lut * lut

@@ -13,12 +13,25 @@ import inspect
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import fx, nn
 
 from nnchip.core.capture import capture
 from nnchip.core.errors import ConfigError
-from nnchip.lower.intgraph import IntGraph
+from nnchip.lower.intgraph import IntGraph, IntNode
+
+ROW_SCHEMES = ("fixed", "sp2")
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """Output rows of a layer that share one weight format (row-wise mixed schemes, RMSMP/ILMPQ): `scheme`
+    "fixed" (two's complement, multiplied on DSPs) or "sp2" (sum of two powers of two, shift-add on LUTs)."""
+
+    scheme: str
+    bits: int
+    rows: int  # output rows (channels) of the whole layer in this format
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class LayerWork:
     a_bits: int  # bits of the left operand (activations)
     weight_density: float = 1.0  # fraction of non-zero weights (pruning); zero-skipping hardware uses it
     lut_reads: int = 0  # table look-ups per sample (vector-quantized layers)
+    row_groups: tuple[RowGroup, ...] = ()  # per-row weight formats (row-mixed layers), from the IntGraph node
 
     def __post_init__(self) -> None:
         for field_name in ("m", "k", "n", "count", "w_bits", "a_bits"):
@@ -40,6 +54,13 @@ class LayerWork:
                 raise ConfigError(f"{self.name}: {field_name} must be positive, got {getattr(self, field_name)}")
         if not 0.0 < self.weight_density <= 1.0:
             raise ConfigError(f"{self.name}: weight_density must be in (0, 1], got {self.weight_density}")
+        if self.row_groups and sum(g.rows for g in self.row_groups) != self.n * self.count:
+            raise ConfigError(f"{self.name}: row_groups cover {sum(g.rows for g in self.row_groups)} rows, the layer "
+                              f"has {self.n * self.count}")
+        for group in self.row_groups:
+            if group.scheme not in ROW_SCHEMES or group.bits < 1 or group.rows < 1:
+                raise ConfigError(f"{self.name}: bad row group {group} (scheme one of {', '.join(ROW_SCHEMES)}, "
+                                  "positive bits and rows)")
 
     @property
     def macs(self) -> int:
@@ -137,8 +158,20 @@ def workload_from_intgraph(graph: IntGraph) -> Workload:
                               x.spec.bits)
         else:
             work = _linear_work(source, x.shape, weight.shape[0], batch, w_bits, x.spec.bits)
-        layers.append(LayerWork(**{**work.__dict__, "weight_density": max(density, 1e-9)}))
+        layers.append(LayerWork(**{**work.__dict__, "weight_density": max(density, 1e-9),
+                                   "row_groups": _row_groups(node)}))
     return Workload(tuple(layers))
+
+
+def _row_groups(node: IntNode) -> tuple[RowGroup, ...]:
+    """The row formats a row-mixed node declares (attrs `row_formats`) with their row counts (param
+    `row_format`, one format index per output row); () for a layer with one format."""
+    if "row_format" not in node.params:
+        return ()
+    counts = np.bincount(np.asarray(node.params["row_format"], dtype=np.int64).ravel(),
+                         minlength=len(node.attrs["row_formats"]))
+    return tuple(RowGroup(str(f["scheme"]), int(f["bits"]), int(c))
+                 for f, c in zip(node.attrs["row_formats"], counts, strict=True) if c > 0)
 
 
 def zoo_workload(name: str, image_size: int | None = None) -> Workload:

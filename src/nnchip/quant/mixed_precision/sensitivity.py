@@ -5,7 +5,8 @@
                      weight quantized, everything else (activations included) in float — what "measured
                      quantization error" means for the integer program (it sees how much each layer matters)
     Hutchinson:      Tr(H_i) ≈ (1/m) Σ_t z_tᵀ H_i z_t,  z_t Rademacher on layer i's weight, H·z by double
-                     back-propagation of the cross-entropy loss
+                     back-propagation of the cross-entropy loss; api.layer_sensitivity takes it on the
+                     BatchNorm-folded weights, the ones E_i(b) measures
     HAWQ-V2 score:   Ω_i(b) = Tr(H_i) / n_i · E_i(b)
 """
 
@@ -36,9 +37,9 @@ def quantization_errors(model: nn.Module, base: QuantConfig, candidates: Sequenc
             quantizer.enabled = False
         reference = qmodel(inputs)  # (N, classes): the folded float model
         for path, layer in qmodel.layers():
+            layer.weight_quantizer.enabled = True  # Q_b(W_i) needs the quantizer on (off, it returns W_i)
             weight = layer.weight.detach()
             weight_errors.setdefault(path, {})[bits] = float(((layer.quantized_weight() - weight) ** 2).sum())
-            layer.weight_quantizer.enabled = True
             output_errors.setdefault(path, {})[bits] = float(((qmodel(inputs) - reference) ** 2).sum(-1).mean())
             layer.weight_quantizer.enabled = False
     return weight_errors, output_errors
