@@ -236,9 +236,9 @@ def two_threads():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
-def test_batch_parts_on_two_threads_equal_the_reference_on_every_tensor(kind: str, two_threads) -> None:
+def test_two_threads_and_released_intermediates_equal_the_reference(kind: str, two_threads) -> None:
     _, graph, _, x_int = lowered(kind, "w4a4")
-    x_int = torch.cat([x_int] * 3)[:37]  # an odd batch: unequal parts
+    x_int = torch.cat([x_int] * 3)[:37]  # an odd batch: an unequal last slice
     reference = run(graph, x_int, fast=False).tensors
     parallel = run(graph, x_int).tensors
     assert torch.get_num_threads() == 2  # restored after the run
@@ -251,7 +251,7 @@ def test_batch_parts_on_two_threads_equal_the_reference_on_every_tensor(kind: st
         assert torch.equal(outputs_only[name], reference[name])
 
 
-def test_overflow_is_reported_once_when_batch_parts_run_on_two_threads(two_threads) -> None:
+def test_overflow_is_reported_once_on_two_threads(two_threads) -> None:
     _, graph, _, x_int = lowered("cnn", "w8a8")
     node = next(n for n in graph.nodes if n.op == "conv2d")
     node.attrs["declared_acc_bits"] = 8

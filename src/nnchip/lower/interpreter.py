@@ -7,17 +7,11 @@ weight-aware bound proves every partial sum below 2^24, in float64 below 2^53, e
 chunks (`fast_paths`); everything else is int64 arithmetic on `nnchip.core` primitives. Where the static bound
 does not prove the declared accumulator width, accumulators are checked at run time: `overflow="error"` raises,
 `"report"` records them in the returned `overflows` list.
-
-With more than one torch thread, the batch of every node the plan proves sample-wise is cut into one part per
-thread and the parts run concurrently on single-threaded kernels (elementwise passes, tables and gathers do not
-parallelise inside torch, so this is what makes a second core count); the results are the same integers.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -117,42 +111,14 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
         if int(low) < spec.qmin or int(high) > spec.qmax:
             raise ConversionError(f"input {name} holds values outside its {spec.bits}-bit type")
         values[name] = value.to(plan.storage[name])
-    threads = torch.get_num_threads()
-    workers = _workers(threads - 1) if fast and threads > 1 and feeds[0].shape[0] > 1 else None
-    context = Context(overflow, [], feeds[0].shape[0], workers)
+    context = Context(overflow, [], feeds[0].shape[0])
     releases = _last_reads(graph) if keep == "outputs" else {}
-    with ieee_float32(), _single_threaded_kernels(workers is not None):
+    with ieee_float32():
         for index, (node, step) in enumerate(plan.steps):
             values[node.output] = step([values[i] for i in node.inputs], context)
             for name in releases.get(index, ()):
                 del values[name]
     return RunResult(IntValues(values), context.overflows)
-
-
-_POOL: list[ThreadPoolExecutor] = []
-
-
-def _workers(count: int) -> ThreadPoolExecutor:
-    """The shared pool of `count` threads that run batch parts beside the calling thread."""
-    if not _POOL or _POOL[0]._max_workers != count:
-        if _POOL:
-            _POOL.pop().shutdown(wait=False)
-        _POOL.append(ThreadPoolExecutor(max_workers=count, thread_name_prefix="nnchip-interpreter"))
-    return _POOL[0]
-
-
-@contextlib.contextmanager
-def _single_threaded_kernels(active: bool) -> Iterator[None]:
-    """With batch parts on several Python threads, each torch kernel runs on one thread (no oversubscription)."""
-    if not active:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _last_reads(graph: IntGraph) -> dict[int, list[str]]:

@@ -24,10 +24,8 @@ evaluation that the interpreter passes in (`reference`).
 from __future__ import annotations
 
 import contextlib
-import threading
 import weakref
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +58,6 @@ class Context:
     policy: str  # "error" or "report"
     overflows: list[str]
     batch: int
-    workers: ThreadPoolExecutor | None = None  # runs batch parts of sliceable nodes beside the calling thread
-    lock: threading.Lock = field(default_factory=threading.Lock)  # guards `overflows` across batch parts
 
 
 Step = Callable[[list[Tensor], Context], Tensor]
@@ -98,9 +94,8 @@ def check_accumulator(node: IntNode, acc: Tensor, context: Context) -> None:
         message = f"{node.attrs.get('source', node.name)}: accumulator outside {bits} bits"
         if context.policy == "error":
             raise ConversionError(message)
-        with context.lock:
-            if message not in context.overflows:  # once per node, also when the batch runs in slices or parts
-                context.overflows.append(message)
+        if message not in context.overflows:  # once per node, also when the batch runs in slices
+            context.overflows.append(message)
 
 
 def apply_layout(node: IntNode, x: Tensor, batch: int) -> Tensor:
@@ -630,11 +625,9 @@ def _batch_sliceable(graph: IntGraph, node: IntNode) -> list[bool] | None:
 
 
 def _in_batch_slices(step: Step, sliced: list[bool], rows: int) -> Step:
-    """Run a per-sample step on slices of `rows` samples (so that its temporaries stay small); with a context's
-    workers, the batch is first cut into one part per thread and the parts run concurrently (torch releases the
-    GIL inside its kernels), each thread running single-threaded kernels on its part's slices."""
+    """Run a per-sample step on slices of `rows` samples (so that its temporaries stay small)."""
 
-    def run_part(args: list[Tensor], context: Context) -> Tensor:
+    def run(args: list[Tensor], context: Context) -> Tensor:
         batch = args[0].shape[0]
         if rows >= batch:
             return step(args, context)
@@ -649,20 +642,6 @@ def _in_batch_slices(step: Step, sliced: list[bool], rows: int) -> Step:
             out[start:start + rows] = part
         assert out is not None
         return out
-
-    def run(args: list[Tensor], context: Context) -> Tensor:
-        batch = args[0].shape[0]
-        workers = context.workers
-        parts = 1 if workers is None else min(batch, workers._max_workers + 1)
-        if parts == 1:
-            return run_part(args, context)
-        bounds = [batch * i // parts for i in range(parts + 1)]
-        pieces = [[a[lo:hi] if cut else a for a, cut in zip(args, sliced, strict=True)]
-                  for lo, hi in zip(bounds, bounds[1:], strict=False)]
-        assert workers is not None
-        futures = [workers.submit(run_part, piece, context) for piece in pieces[1:]]
-        results = [run_part(pieces[0], context)] + [future.result() for future in futures]
-        return torch.cat(results)
 
     return run
 
