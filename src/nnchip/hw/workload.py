@@ -1,4 +1,4 @@
-"""Workload: the GEMMs a model asks of an accelerator, per sample (docs: ../shared reference hardware §1.1).
+"""Workload: the GEMMs a model asks of an accelerator, per sample (the hardware reference, §1.1).
 
 One `LayerWork` per conv/linear/attention matmul: GEMM dimensions M (rows), K (reduction), N (columns) and
 `count` independent GEMMs of that shape (conv groups, attention batch × heads), operand bit-widths, bytes moved,
