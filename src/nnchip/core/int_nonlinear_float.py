@@ -47,7 +47,8 @@ def int_layernorm_core_float(x: Tensor) -> Tensor:
 
     y = C·x − Σx, var = Σy² (exact below 2^52), std = max(⌊√var⌋, 1) (a correctly rounded square root of an
     integer below 2^52 floors to isqrt), f = ⌊(2^31 − 1)/std⌋ by floor_divide, z = ⌊y·f/2⌋ with
-    |y| <= √var < std + 1, so |y·f| < 2^32: every step an exact float64 integer.
+    |y| <= isqrt(var) = std (an integer whose square is at most var), so |y·f| < 2^31: every step an exact
+    float64 integer. The interpreter's fast LayerNorm runs this function too.
     """
     x64 = x.to(torch.float64)
     total = x64.sum(dim=-1, keepdim=True)

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import INT31_MAX, SOFTMAX_RECIPROCAL_BITS, int_exp_shift
+from nnchip.core.int_nonlinear_float import int_layernorm_core_float, layernorm_float_is_exact
 from nnchip.core.intmath import requantize
 from nnchip.lower import int8_backend
 from nnchip.lower.exact_float import (
@@ -491,16 +492,11 @@ class _LayerNorm:
         v_max = (1 << 30) + int(np.abs(beta).max(initial=0))  # |y| <= isqrt(Σy²) = std, so |y·f| < 2^31
         signed = np.where(negate, -1, 1) * np.asarray(node.params["multiplier"], dtype=np.int64)
         self.requant = Requant(node, v_max, out_dtype, axis=-1, multiplier=signed, offset=beta)
-        self.exact = (node.attrs.get("sqrt_mode", "exact") == "exact" and channels**3 * width**2 < 2**52
+        self.exact = (node.attrs.get("sqrt_mode", "exact") == "exact" and layernorm_float_is_exact(channels, width)
                       and channels * max(abs(x_range[0]), abs(x_range[1])) < 2**52)
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
-        x = args[0].to(torch.float64)
-        total = x.sum(dim=-1, keepdim=True)
-        y = x.mul_(self.channels).sub_(total)  # C·x − Σx
-        std = torch.linalg.vecdot(y, y, dim=-1).unsqueeze_(-1).sqrt_().floor_().clamp_(min=1)
-        half_factor = torch.div(INT31_MAX, std, rounding_mode="floor").mul_(0.5)
-        return self.requant(y.mul_(half_factor).floor_(), owned=True)  # z = asr(y·f, 1)
+        return self.requant(int_layernorm_core_float(args[0]), owned=True)  # z = asr(y·f, 1), float64
 
 
 # ---------------------------------------------------------------- plan construction
