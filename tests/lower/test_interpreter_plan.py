@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from lowering_cases import PRECISIONS, lowered
 
 from nnchip.core.errors import ConversionError
+from nnchip.core.int_nonlinear import exp_shift_x0, softmax_exp_table
 from nnchip.core.intspec import IntSpec
-from nnchip.lower import run
-from nnchip.lower.exact_float import SplitRequant, chunks_below, requant_in_float, window_exact
+from nnchip.lower import fused, run
+from nnchip.lower.exact_float import Saturation, SplitRequant, chunks_below, requant_in_float, window_exact
 from nnchip.lower.interpreter import reference_step
 from nnchip.lower.intgraph import IntGraph, IntNode, IntTensor
 from nnchip.lower.plan import plan_for
@@ -29,6 +30,9 @@ def exact_requant(values: list[int], m0: int, n: int, zp: int, lo: int, hi: int)
     """The contract's requant in Python integers (no width limit): sat(floor((v·M0 + 2^(n−1)) / 2^n) + zp)."""
     return torch.tensor([min(max(((v * m0 + (1 << (n - 1))) >> n) + zp, lo), hi) for v in values])
 
+
+NARROWEST = {(0, 255): torch.uint8, (-128, 127): torch.int8, (-32768, 32767): torch.int16, (0, 15): torch.uint8,
+             (-1, 1): torch.int8}
 
 requant_cases = st.tuples(
     st.integers(0, 2**31 - 1),  # M0
@@ -51,8 +55,35 @@ def test_float64_requant_equals_int64_wherever_the_window_condition_holds(case, 
     v = torch.tensor(candidates, dtype=torch.int64)
     expected = exact_requant(candidates, m0, n, zp, lo, hi)
     m = torch.tensor(math.ldexp(m0, -n), dtype=torch.float64)
-    got = requant_in_float(v.to(torch.float64), m, zp + 0.5, lo, hi, torch.int64)
-    assert torch.equal(got, expected)
+    t_max = max(abs(x) for x in candidates) * math.ldexp(m0, -n) + abs(zp) + 1
+    for out_dtype in (torch.int64, NARROWEST[(lo, hi)]):  # the narrow one may take the int16 saturation
+        saturation = Saturation(lo, hi, out_dtype, t_max)
+        if not window_exact(np.array([n]), zp + saturation.shift, lo + saturation.shift, hi + saturation.shift):
+            saturation = Saturation(lo, hi, out_dtype, t_max, may_shift=False)
+        got = requant_in_float(v.to(torch.float64), m, zp + 0.5, saturation)
+        assert got.dtype == out_dtype and torch.equal(got.to(torch.int64), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=requant_cases, data=st.data())
+def test_int16_saturation_equals_int64_on_bounded_accumulators(case, data) -> None:
+    """Accumulators bounded so that |v·m + zp| stays within int16: the narrow saturation (truncating conversion,
+    clamp and shift on int16) must give the contract's floor-and-clamp, ties and window edges included."""
+    m0, n, zp, (lo, hi) = case
+    m = math.ldexp(m0, -n)
+    v_max = min(int((2**14 - abs(zp) - abs(lo)) / max(m, 2.0**-40)), 2**52 - 1)
+    if v_max < 1 or not window_exact(np.array([n]), zp, lo, hi):
+        return
+    ties = [((2 * k + 1) << (n - 1)) // max(m0, 1) + d for k in (lo - zp - 1, -1, 0, hi - zp) for d in (-1, 0, 1)]
+    values = [v for v in ties if abs(v) <= v_max] + data.draw(st.lists(st.integers(-v_max, v_max), max_size=30))
+    values += [v_max, -v_max, 0]
+    saturation = Saturation(lo, hi, NARROWEST[(lo, hi)], v_max * m + abs(zp) + 1)
+    if not window_exact(np.array([n]), zp + saturation.shift, lo + saturation.shift, hi + saturation.shift):
+        return
+    assert saturation.narrow
+    got = requant_in_float(torch.tensor(values, dtype=torch.float64), torch.tensor(m, dtype=torch.float64),
+                           zp + 0.5, saturation)
+    assert torch.equal(got.to(torch.int64), exact_requant(values, m0, n, zp, lo, hi))
 
 
 @settings(max_examples=300, deadline=None)
@@ -60,16 +91,18 @@ def test_float64_requant_equals_int64_wherever_the_window_condition_holds(case, 
        v_bits=st.integers(1, 40), beta=st.integers(-(2**20), 2**20), data=st.data())
 def test_split_requant_equals_int64_at_the_bounds(m0: int, n: int, zp: int, v_bits: int, beta: int, data) -> None:
     v_max = (1 << v_bits) - 1
-    lo, hi = -128, 127
-    split = SplitRequant.build(v_max + abs(beta), np.array([m0]), np.array([n]), zp, lo, hi, np.array([beta]))
+    lo, hi = data.draw(st.sampled_from([(-128, 127), (0, 255), (-32768, 32767)]))
+    out_dtype = data.draw(st.sampled_from([torch.int64, NARROWEST[(lo, hi)]]))
+    split = SplitRequant.build(v_max + abs(beta), np.array([m0]), np.array([n]), zp, lo, hi, np.array([beta]),
+                               out_dtype)
     if split is None:  # only a large multiplier (small n) times a wide accumulator cannot be split exactly
         assert n < 20 or v_bits > 32
         return
     values = data.draw(st.lists(st.integers(-v_max, v_max), min_size=1, max_size=30)) + [v_max, -v_max, 0]
     v = torch.tensor(values, dtype=torch.int64)
     expected = exact_requant([x + beta for x in values], m0, n, zp, lo, hi)
-    got = split(v.to(torch.float64), lambda column: column.reshape(()), torch.int64)
-    assert torch.equal(got, expected)
+    got = split(v.to(torch.float64), lambda column: column.reshape(()))
+    assert got.dtype == out_dtype and torch.equal(got.to(torch.int64), expected)
 
 
 def test_float64_square_root_floors_exactly_below_2_52() -> None:
@@ -186,9 +219,19 @@ def test_residual_add_fast_path_matches_the_reference(bits: int) -> None:
     assert torch.equal(run(graph, inputs).tensors["y"], run(graph, inputs, fast=False).tensors["y"])
 
 
+@pytest.fixture(params=["fused", "torch"])
+def kernels(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """The plan's elementwise work on the fused kernels (numba) or on torch operations."""
+    if request.param == "fused" and not fused.available():
+        pytest.skip("numba is not installed: the fused kernels are off")
+    if request.param == "torch":
+        monkeypatch.setenv("NNCHIP_FUSED", "0")
+    return request.param
+
+
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
 @pytest.mark.parametrize("precision", list(PRECISIONS))
-def test_fast_plan_equals_the_reference_on_every_tensor(kind: str, precision: str) -> None:
+def test_fast_plan_equals_the_reference_on_every_tensor(kind: str, precision: str, kernels: str) -> None:
     _, graph, _, x_int = lowered(kind, precision)
     fast, reference = run(graph, x_int[:16]).tensors, run(graph, x_int[:16], fast=False).tensors
     assert set(fast) == set(reference)
@@ -199,9 +242,51 @@ def test_fast_plan_equals_the_reference_on_every_tensor(kind: str, precision: st
     assert not slow, slow
 
 
-def test_integer_nonlinear_vit_runs_on_fast_paths() -> None:
+def test_integer_nonlinear_vit_runs_on_fast_paths(kernels: str) -> None:
     _, graph, _, x_int = lowered("vit", "w8a8", nonlinear="integer")
     assert torch.equal(run(graph, x_int[:8]).outputs(graph)[0], run(graph, x_int[:8], fast=False).outputs(graph)[0])
+
+
+@pytest.mark.parametrize("mode", ["table", "shiftmax"])
+@pytest.mark.parametrize("in_bits", [8, 12])
+def test_softmax_fast_paths_match_the_reference_at_the_extremes(mode: str, in_bits: int, kernels: str) -> None:
+    """Rows of equal values (largest sum), one large value among minima (smallest sum) and random rows."""
+    spec = IntSpec(in_bits, signed=True)
+    scale = 2.0 ** -(in_bits - 5)
+    params = {"table": softmax_exp_table(scale, spec.qmax - spec.qmin).numpy()} if mode == "table" else {}
+    attrs = {"dim": -1, "out_bits": 8, "mode": mode, "rounding": "half_up",
+             **({} if mode == "table" else {"x0": exp_shift_x0(scale), "n": 15})}
+    graph = single_node_graph("softmax", spec, (3, 4, 65), params, attrs, out_spec=IntSpec(8, signed=False))
+    assert plan_for(graph, reference_step).paths["n"] == "table"
+    x = random_int(spec, (3, 4, 65), 5)
+    x[0, 0] = spec.qmax
+    x[0, 1] = spec.qmin
+    x[0, 2, 0] = spec.qmax
+    x[0, 2, 1:] = spec.qmin
+    assert torch.equal(run(graph, x).tensors["y"], run(graph, x, fast=False).tensors["y"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=requant_cases, data=st.data())
+def test_fused_requant_kernels_equal_the_contract(case, data) -> None:
+    """The compiled single-pass requantizations (one product, and split) on ties, window edges and extremes."""
+    if not fused.available():
+        return
+    m0, n, zp, (lo, hi) = case
+    v_max = 2**data.draw(st.integers(1, 40)) - 1
+    m = torch.tensor([math.ldexp(m0, -n)], dtype=torch.float64)
+    ties = [((2 * k + 1) << (n - 1)) // max(m0, 1) + d for k in (lo - zp - 1, -1, 0, hi - zp) for d in (-1, 0, 1)]
+    values = [v for v in ties if abs(v) <= v_max] + data.draw(st.lists(st.integers(-v_max, v_max), max_size=30))
+    values += [v_max, -v_max, 0]
+    v = torch.tensor(values, dtype=torch.float64)
+    expected = exact_requant(values, m0, n, zp, lo, hi)
+    if window_exact(np.array([n]), zp, lo, hi):
+        got = fused.requant(v, None, m, zp + 0.5, lo, hi, 0, torch.int64)
+        assert torch.equal(got, expected)
+    split = SplitRequant.build(v_max, np.array([m0]), np.array([n]), zp, lo, hi, None, NARROWEST[(lo, hi)])
+    if split is not None:
+        got = fused.split_requant(v, None, split.columns(), *split.shifted_window(), torch.int64)
+        assert torch.equal(got, expected)
 
 
 def test_static_bound_decides_the_run_time_check_and_flags_once_per_node() -> None:
@@ -236,7 +321,7 @@ def two_threads():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
-def test_two_threads_and_released_intermediates_equal_the_reference(kind: str, two_threads) -> None:
+def test_two_threads_and_released_intermediates_equal_the_reference(kind: str, two_threads, kernels: str) -> None:
     _, graph, _, x_int = lowered(kind, "w4a4")
     x_int = torch.cat([x_int] * 3)[:37]  # an odd batch: an unequal last slice
     reference = run(graph, x_int, fast=False).tensors

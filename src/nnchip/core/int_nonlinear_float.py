@@ -51,8 +51,7 @@ def int_layernorm_core_float(x: Tensor) -> Tensor:
     float64 integer. The interpreter's fast LayerNorm runs this function too.
     """
     x64 = x.to(torch.float64)
-    total = x64.sum(dim=-1, keepdim=True)
-    y = x64.mul_(x.shape[-1]).sub_(total)
+    y = torch.add(x64.sum(dim=-1, keepdim=True).neg_(), x64, alpha=x.shape[-1])  # one pass: −Σx + C·x
     std = torch.linalg.vecdot(y, y, dim=-1).unsqueeze_(-1).sqrt_().floor_().clamp_(min=1.0)
-    factor = torch.floor_divide(torch.full_like(std, float(INT31_MAX)), std)
-    return y.mul_(factor).mul_(0.5).floor_()
+    half_factor = torch.floor_divide(torch.full_like(std, float(INT31_MAX)), std).mul_(0.5)  # f/2, exact
+    return y.mul_(half_factor).floor_()  # y·(f/2) = y·f/2 exactly

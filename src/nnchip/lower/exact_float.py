@@ -37,30 +37,51 @@ def window_exact(shift: np.ndarray, zero_point: int, lo: int, hi: int) -> bool:
     return int(np.max(shift)) + bitlen(k + abs(zero_point) + 2) + 1 <= 53 and int(np.min(shift)) >= 0
 
 
-def requant_in_float(v: Tensor, m: Tensor, c: float, lo: int, hi: int, out_dtype: torch.dtype, *,
-                     owned: bool = False, t_max: float = math.inf) -> Tensor:
-    """sat(floor(v·m + c), lo, hi) in float64, stored as `out_dtype`; v holds exact integers.
+def requant_in_float(v: Tensor, m: Tensor, c: float, saturation: Saturation, *, owned: bool = False) -> Tensor:
+    """sat(floor(v·m + c), lo, hi) in float64, stored as the saturation's dtype; v holds exact integers.
 
-    `m` (float64, broadcast against v) and `c` are the exact constants M0·2^−n and zp + 1/2 of the module text.
-    `owned`: v is a float64 temporary that may be overwritten; `t_max` bounds |v·m + c| (see `floor_saturate_`).
+    `m` (float64, broadcast against v) and `c` are the exact constants M0·2^−n and zp + 1/2 of the module text;
+    the saturation's `shift` is added to c here (see `Saturation`). `owned`: v is a float64 temporary that may be
+    overwritten.
     """
     t = v if owned and v.dtype == torch.float64 else v.to(torch.float64, copy=True)
-    return floor_saturate_(t.mul_(m).add_(c), lo, hi, out_dtype, t_max)
+    return saturation(t.mul_(m).add_(c + saturation.shift))
+
+
+class Saturation:
+    """y = sat(floor(t), lo, hi) as `out_dtype` for float64 t with |t| <= t_max, overwriting t, in few passes.
+
+    Float-to-integer conversion truncates towards zero, which equals the floor for t >= 0 and, for negative t,
+    gives a value that is still <= 0. So when the window starts at 0 or above, converting first and saturating
+    after gives sat(floor(t)) — for a window [lo, hi] with lo < 0 after adding `shift` = −lo to t, which callers
+    fold into their constant term (t + shift is the same requantization with zero point zp + shift). When every
+    t + shift lies within int16 (`narrow`), the conversion goes to int16 and the clamp and the shift back run on
+    int16 (a quarter of the float64 bytes; float-to-uint8 conversion is itself several times slower than
+    float-to-int16 on CPU). Otherwise the floor and clamp run in float64.
+    """
+
+    def __init__(self, lo: int, hi: int, out_dtype: torch.dtype, t_max: float, *, may_shift: bool = True) -> None:
+        self.lo, self.hi, self.out_dtype = lo, hi, out_dtype
+        shift = max(-lo, 0) if may_shift else 0
+        self.narrow = (out_dtype in (torch.uint8, torch.int8, torch.int16) and lo + shift >= 0
+                       and t_max + shift + 1 < 2**15 and hi + shift < 2**15)
+        self.shift = shift if self.narrow else 0
+
+    def __call__(self, t: Tensor) -> Tensor:
+        """t: float64 values already shifted by `self.shift`."""
+        if self.narrow:
+            y = t.to(torch.int16).clamp_(self.lo + self.shift, self.hi + self.shift)
+            if self.shift:
+                y.sub_(self.shift)
+            return y if self.out_dtype == torch.int16 else y.to(self.out_dtype)
+        if self.lo >= 0:
+            return store(t.clamp_(self.lo, self.hi + 0.5), self.out_dtype)
+        return store(t.floor_().clamp_(self.lo, self.hi), self.out_dtype)
 
 
 def floor_saturate_(t: Tensor, lo: int, hi: int, out_dtype: torch.dtype, t_max: float = math.inf) -> Tensor:
-    """sat(floor(t), lo, hi) as `out_dtype`, overwriting the float tensor t; `t_max` bounds |t|.
-
-    For lo >= 0 truncation towards zero, which the float-to-integer conversion does, gives the same saturated
-    result as the floor (values below lo saturate either way), so no floor pass is needed: when |t| < 2^15 the
-    value converts to int16 first and saturates there (cheaper than in float64), otherwise it clamps to
-    [lo, hi + 1/2] in float64 before converting.
-    """
-    if lo >= 0:
-        if out_dtype == torch.uint8 and t_max < 2**15:
-            return t.to(torch.int16).clamp_(lo, hi).to(torch.uint8)
-        return store(t.clamp_(lo, hi + 0.5), out_dtype)
-    return store(t.floor_().clamp_(lo, hi), out_dtype)
+    """sat(floor(t), lo, hi) as `out_dtype`, overwriting the float tensor t (|t| <= t_max); no shift folded in."""
+    return Saturation(lo, hi, out_dtype, t_max, may_shift=False)(t)
 
 
 def store(t: Tensor, out_dtype: torch.dtype) -> Tensor:
@@ -85,14 +106,14 @@ class SplitRequant:
     returns None when no s does.
     """
 
-    def __init__(self, low: Tensor, low_offset: Tensor, high: Tensor, constant: Tensor, scale: Tensor, lo: int,
-                 hi: int, t_max: float) -> None:
+    def __init__(self, low: Tensor, low_offset: Tensor, high: Tensor, constant: Tensor, scale: Tensor,
+                 saturation: Saturation) -> None:
         self.low, self.low_offset, self.high, self.constant, self.scale = low, low_offset, high, constant, scale
-        self.lo, self.hi, self.t_max = lo, hi, t_max
+        self.saturation = saturation
 
     @staticmethod
     def build(v_max: int, m0: np.ndarray, shift: np.ndarray, zero_point: int, lo: int, hi: int,
-              offset: np.ndarray | None = None) -> SplitRequant | None:
+              offset: np.ndarray | None = None, out_dtype: torch.dtype = torch.int64) -> SplitRequant | None:
         m0 = np.asarray(m0, dtype=np.int64).ravel()
         shift = np.asarray(shift, dtype=np.int64).ravel()
         beta = np.zeros_like(m0) if offset is None else np.broadcast_to(np.asarray(offset, dtype=np.int64), m0.shape)
@@ -100,24 +121,42 @@ class SplitRequant:
         if s < 0 or np.any(shift < 1):
             return None
         s_eff = np.minimum(s, shift - 1)
-        rows = []
-        for m, n, split, b in zip(m0.tolist(), shift.tolist(), s_eff.tolist(), beta.tolist(), strict=True):
-            high, k = m >> split, n - split
-            low = m - (high << split)
-            constant = (1 << (n - 1 - split)) + zero_point * (1 << k) + b * high
-            if k > 52 or v_max * abs(high) + v_max + abs(constant) >= FLOAT64_EXACT:
-                return None
-            rows.append((math.ldexp(low, -split), math.ldexp(b * low, -split), float(high), float(constant),
-                         math.ldexp(1.0, -k)))
-        columns = [torch.tensor(column, dtype=torch.float64) for column in zip(*rows, strict=True)]
         t_max = v_max * float(np.max(np.abs(np.ldexp(m0.astype(np.float64), -shift)))) + abs(zero_point) + 2
-        return SplitRequant(*columns, lo=lo, hi=hi, t_max=t_max)
+        for may_shift in (True, False):  # the saturation's shift enters the constant as a larger zero point
+            saturation = Saturation(lo, hi, out_dtype, t_max, may_shift=may_shift)
+            zp = zero_point + saturation.shift
+            rows = []
+            for m, n, split, b in zip(m0.tolist(), shift.tolist(), s_eff.tolist(), beta.tolist(), strict=True):
+                high, k = m >> split, n - split
+                low = m - (high << split)
+                constant = (1 << (n - 1 - split)) + zp * (1 << k) + b * high
+                if k > 52 or v_max * abs(high) + v_max + abs(constant) >= FLOAT64_EXACT:
+                    break
+                rows.append((math.ldexp(low, -split), math.ldexp(b * low, -split), float(high), float(constant),
+                             math.ldexp(1.0, -k)))
+            else:
+                columns = [torch.tensor(column, dtype=torch.float64) for column in zip(*rows, strict=True)]
+                return SplitRequant(*columns, saturation=saturation)
+            if saturation.shift == 0:
+                return None
+        return None
 
-    def __call__(self, v: Tensor, view: Callable[[Tensor], Tensor], out_dtype: torch.dtype) -> Tensor:
-        """v: exact integers (float64, overwritten); `view` shapes a per-channel column against v."""
-        q = torch.mul(v, view(self.low)).add_(view(self.low_offset)).floor_().add_(view(self.constant))
-        t = v.mul_(view(self.high)).add_(q).mul_(view(self.scale))
-        return floor_saturate_(t, self.lo, self.hi, out_dtype, self.t_max)
+    def columns(self) -> list[Tensor]:
+        """(low, low_offset, high, constant, scale) per channel, float64."""
+        return [self.low, self.low_offset, self.high, self.constant, self.scale]
+
+    def shifted_window(self) -> tuple[int, int, int]:
+        """(lo + shift, hi + shift, shift): the constants hold the saturation's shift (see `Saturation`)."""
+        shift = self.saturation.shift
+        return self.saturation.lo + shift, self.saturation.hi + shift, shift
+
+    def __call__(self, v: Tensor, view: Callable[[Tensor], Tensor]) -> Tensor:
+        """v: exact integers (float64, read only); `view` shapes a per-channel column against v.
+
+        q = floor(v·Ml·2^−s + β·Ml·2^−s) + (D + β·Mh), t = (q + v·Mh)·2^−k: the multiply-adds are exact
+        whether or not the CPU fuses them (every exact result is representable)."""
+        q = torch.addcmul(view(self.low_offset), v, view(self.low)).floor_().add_(view(self.constant))
+        return self.saturation(q.addcmul_(v, view(self.high)).mul_(view(self.scale)))
 
 
 def chunks_below(contributions: np.ndarray, limit: int) -> list[tuple[int, int]] | None:

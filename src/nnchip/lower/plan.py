@@ -24,6 +24,7 @@ evaluation that the interpreter passes in (`reference`).
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,10 +39,11 @@ from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import INT31_MAX, SOFTMAX_RECIPROCAL_BITS, int_exp_shift
 from nnchip.core.int_nonlinear_float import int_layernorm_core_float, layernorm_float_is_exact
 from nnchip.core.intmath import requantize
-from nnchip.lower import int8_backend
+from nnchip.lower import fused, int8_backend
 from nnchip.lower.exact_float import (
     FLOAT32_EXACT,
     FLOAT64_EXACT,
+    Saturation,
     SplitRequant,
     chunks_below,
     floor_saturate_,
@@ -188,12 +190,16 @@ class Requant:
         self.m0, self.shift, self.axis, self.out_dtype = m0, shift, axis, out_dtype
         self.offset = None if offset is None else np.asarray(offset, dtype=np.int64)
         self.m = torch.from_numpy(np.ldexp(m0.astype(np.float64), -shift))  # exact: |M0| < 2^53
-        self.t_max = v_max * float(self.m.abs().max()) + abs(self.zp) + 1  # bounds |v·m + zp + 1/2|
+        t_max = v_max * float(self.m.abs().max()) + abs(self.zp) + 1  # bounds |v·m + zp + 1/2|
         self.split: SplitRequant | None = None
+        self.saturation = Saturation(self.lo, self.hi, out_dtype, t_max)
+        shifted = self.saturation.shift
+        if not window_exact(shift, self.zp + shifted, self.lo + shifted, self.hi + shifted):
+            self.saturation = Saturation(self.lo, self.hi, out_dtype, t_max, may_shift=False)
         if v_max < FLOAT64_EXACT and self.offset is None and window_exact(shift, self.zp, self.lo, self.hi):
             self.mode = "float64"
         elif v_max < FLOAT64_EXACT and (split := SplitRequant.build(v_max, m0, shift, self.zp, self.lo, self.hi,
-                                                                    self.offset)) is not None:
+                                                                    self.offset, out_dtype)) is not None:
             self.mode, self.split = "float64-split", split
         else:
             self.mode = "int64"
@@ -207,11 +213,16 @@ class Requant:
 
     def __call__(self, v: Tensor, *, owned: bool = False) -> Tensor:
         if self.mode == "float64":
-            return requant_in_float(v, self._view(self.m, v.dim()), self.zp + 0.5, self.lo, self.hi, self.out_dtype,
-                                    owned=owned, t_max=self.t_max)
+            if fused.usable(v):
+                axis = None if self.m.numel() == 1 else self.axis
+                return fused.requant(v, axis, self.m, self.zp + 0.5, self.lo, self.hi, 0, self.out_dtype)
+            return requant_in_float(v, self._view(self.m, v.dim()), self.zp + 0.5, self.saturation, owned=owned)
         if self.split is not None:
-            v = v if owned and v.dtype == torch.float64 else v.to(torch.float64, copy=True)
-            return self.split(v, lambda column: self._view(column, v.dim()), self.out_dtype)
+            if fused.usable(v):
+                split = self.split
+                axis = None if split.low.numel() == 1 else self.axis
+                return fused.split_requant(v, axis, split.columns(), *split.shifted_window(), self.out_dtype)
+            return self.split(v.to(torch.float64), lambda column: self._view(column, v.dim()))
         v = as_int64(v)
         if self.offset is not None:
             v = v + self._view(torch.from_numpy(self.offset), v.dim())
@@ -408,6 +419,7 @@ class _Softmax:
             e_of_d = int_exp_shift(-distance, int(attrs["x0"]), int(attrs["n"]))
             self.out_shift = 32 - out_bits
         self.table = e_of_d.flip(0).to(torch.float64)  # index i <-> difference x − max = i − width
+        self.int_table = e_of_d.flip(0).numpy().astype(np.int64)
         # 8-bit storage: (x − max) mod 256 indexes a 256-entry table directly (j > 0 <-> distance 256 − j)
         self.wrapped = None
         if width <= 255:
@@ -420,6 +432,12 @@ class _Softmax:
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
         x = args[0]
+        if fused.usable(x) and self.dim % x.dim() == x.dim() - 1:
+            if self.by_table:
+                return fused.softmax(x, self.int_table, self.width, 2.0**SOFTMAX_RECIPROCAL_BITS, math.inf,
+                                     2.0**-self.out_shift, 0.5, self.out_dtype)
+            return fused.softmax(x, self.int_table, self.width, float(INT31_MAX), float(INT31_MAX),
+                                 2.0**-self.out_shift, 0.0, self.out_dtype)
         if self.wrapped is not None and x.dtype in (torch.uint8, torch.int8):
             top = x.amax(dim=self.dim, keepdim=True)
             if x.dtype == torch.int8:
@@ -431,7 +449,7 @@ class _Softmax:
         if self.by_table:
             total = e.sum(dim=self.dim, keepdim=True).clamp_(min=1)
             factor = torch.floor_divide(torch.full_like(total, 2.0**SOFTMAX_RECIPROCAL_BITS), total)
-            return store(e.mul_(factor.mul_(2.0**-self.out_shift)).add_(0.5).floor_(), self.out_dtype)
+            return store(e.mul_(factor.mul_(2.0**-self.out_shift)).add_(0.5), self.out_dtype)  # >= 0: truncation floors
         total = e.sum(dim=self.dim, keepdim=True).clamp_(1, INT31_MAX)
         factor = torch.floor_divide(torch.full_like(total, INT31_MAX), total).mul_(2.0**-self.out_shift)
         return store(e.mul_(factor), self.out_dtype)
@@ -439,7 +457,12 @@ class _Softmax:
 
 class _Table:
     """An elementwise node over small input ranges as one lookup table, built by the reference evaluation itself
-    on the grid of every input combination (so it is exact by construction): y = T[Σ_i (x_i − lo_i)·stride_i]."""
+    on the grid of every input combination (so it is exact by construction): y = T[Σ_i (x_i − lo_i)·stride_i].
+
+    When every input is stored in 8 bits, the table is indexed by the stored bytes instead (`wrapped`): an int8
+    value is read as its byte (x mod 256), so the index is Σ_i byte_i·256^(k−1−i) — no offset and no multiply
+    pass; the bytes no input value can hold map to 0 and are never read.
+    """
 
     MAX_ENTRIES = 1 << 18
 
@@ -451,11 +474,37 @@ class _Table:
             shape[i] = -1
             grids.append(torch.arange(lo, hi + 1, dtype=torch.int64).reshape(shape))
         table = as_int64(step(grids, Context("report", [], 1)))
-        self.table = table.expand(widths).reshape(-1).to(out_dtype)
+        compact = table.expand(widths).reshape(-1).to(out_dtype)
         self.strides = [int(np.prod(widths[i + 1:])) for i in range(len(widths))]
         self.base = sum(lo * stride for (lo, _), stride in zip(in_ranges, self.strides, strict=True))
+        self.wrapped = (all(storage_dtype(r) in (torch.uint8, torch.int8) for r in in_ranges)
+                        and 256 ** len(in_ranges) <= self.MAX_ENTRIES)
+        self.table = self._by_bytes(compact, in_ranges) if self.wrapped else compact
+
+    def _by_bytes(self, compact: Tensor, in_ranges: list[Range]) -> Tensor:
+        index, valid = torch.zeros((), dtype=torch.int64), torch.ones((), dtype=torch.bool)
+        for i, (lo, hi) in enumerate(in_ranges):
+            shape = [1] * len(in_ranges)
+            shape[i] = -1
+            byte = torch.arange(256, dtype=torch.int64)
+            value = byte if storage_dtype((lo, hi)) == torch.uint8 else torch.where(byte >= 128, byte - 256, byte)
+            index = index + ((value - lo) * self.strides[i]).reshape(shape)
+            valid = valid & ((value >= lo) & (value <= hi)).reshape(shape)
+        entries = compact[index.clamp(0, compact.numel() - 1)]
+        return torch.where(valid, entries, torch.zeros((), dtype=compact.dtype)).reshape(-1)
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        if self.wrapped and fused.usable(args[0]) and len(args) <= 2 and all(x.shape == args[0].shape for x in args):
+            return fused.gather_bytes(self.table, args)
+        if self.wrapped:
+            index = as_bytes(args[-1]).to(torch.int32)
+            for position, x in enumerate(reversed(args[:-1]), start=1):
+                byte = as_bytes(x)
+                if byte.shape == index.shape:
+                    index.add_(byte, alpha=256**position)
+                else:  # broadcast operands
+                    index = torch.add(index, byte, alpha=256**position)
+            return gather(self.table, index)
         index = args[0].to(torch.int32)
         if self.strides[0] != 1:
             index.mul_(self.strides[0])
@@ -464,6 +513,11 @@ class _Table:
         if self.base:
             index.sub_(self.base)
         return gather(self.table, index)
+
+
+def as_bytes(x: Tensor) -> Tensor:
+    """The stored bytes of an 8-bit tensor (an int8 value x reads as x mod 256)."""
+    return x.view(torch.uint8) if x.dtype == torch.int8 else x
 
 
 def gather(table: Tensor, index: Tensor) -> Tensor:
@@ -496,6 +550,9 @@ class _LayerNorm:
                       and channels * max(abs(x_range[0]), abs(x_range[1])) < 2**52)
 
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
+        split = self.requant.split
+        if split is not None and fused.usable(args[0]):
+            return fused.layernorm(args[0], split.columns(), *split.shifted_window(), self.requant.out_dtype)
         return self.requant(int_layernorm_core_float(args[0]), owned=True)  # z = asr(y·f, 1), float64
 
 
@@ -625,7 +682,7 @@ def _in_batch_slices(step: Step, sliced: list[bool], rows: int) -> Step:
 
     def run(args: list[Tensor], context: Context) -> Tensor:
         batch = args[0].shape[0]
-        if rows >= batch:
+        if rows >= batch or fused.available():  # the fused kernels make no large temporaries
             return step(args, context)
         out: Tensor | None = None
         for start in range(0, batch, rows):
