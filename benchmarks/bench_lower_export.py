@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from nnchip import QuantConfig, calibrate, quantize
 from nnchip.export import export
-from nnchip.lower import lower, run
+from nnchip.lower import fused, lower, run
 from nnchip.lower.interpreter import reference_step
 from nnchip.lower.intgraph import IntNode
 from nnchip.lower.plan import Context, plan_for
@@ -51,16 +51,34 @@ def quantized(name: str, options: dict, shape: tuple[int, ...], config: QuantCon
     return model, qmodel, graph, x, x_int
 
 
-def interpreter_ratio(name: str, options: dict, shape: tuple[int, ...]) -> dict:
-    """Whole model: integer interpreter (fetching the output) vs the float32 eager forward, same batch."""
+def interpreter_ratio(name: str, options: dict, shape: tuple[int, ...], blocks: int = 7, runs: int = 4) -> dict:
+    """Whole model: integer interpreter (fetching the output) vs the float32 eager forward, same batch. Measured
+    in alternating blocks (`runs` float forwards, then `runs` integer runs, repeated), so that both see the same
+    machine load while each runs in its steady state; per block the ratio of the median times, reported as the
+    median over blocks with its quartiles (the first block is a warm-up)."""
     model, _, graph, x, x_int = quantized(name, options, shape, QuantConfig())
+    float_times, int_times, ratios = [], [], []
     with torch.no_grad():
-        float_s = median_seconds(lambda: model(x))
-    int_s = median_seconds(lambda: run(graph, x_int, keep="outputs").outputs(graph))
+        for block in range(blocks + 1):
+            block_float = [_seconds(lambda: model(x)) for _ in range(runs)]
+            block_int = [_seconds(lambda: run(graph, x_int, keep="outputs").outputs(graph)) for _ in range(runs)]
+            if block:
+                float_times += block_float
+                int_times += block_int
+                ratios.append(statistics.median(block_float) / statistics.median(block_int))
+    quartiles = statistics.quantiles(ratios, n=4)
     paths = plan_for(graph, reference_step).paths
     return {"model": name, "options": options, "batch": shape[0], "threads": torch.get_num_threads(),
-            "float_ms": 1e3 * float_s, "int_ms": 1e3 * int_s, "throughput_ratio": float_s / int_s,
+            "fused_kernels": fused.available(), "float_ms": 1e3 * statistics.median(float_times),
+            "int_ms": 1e3 * statistics.median(int_times), "throughput_ratio": statistics.median(ratios),
+            "ratio_quartiles": [quartiles[0], quartiles[2]],
             "reference_nodes": sorted(n.op for n in graph.nodes if paths[n.name] == "reference")}
+
+
+def _seconds(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _float_softmax(t: torch.Tensor, n: IntNode) -> torch.Tensor:
@@ -203,7 +221,8 @@ def main() -> None:
         tokens = "" if row["model"] == "resnet20" else f" patch {row['options']['patch']}"
         print(f"{row['model']:<10}{tokens:<8} batch {row['batch']} threads {row['threads']}: float "
               f"{row['float_ms']:.1f} ms, integer {row['int_ms']:.1f} ms, throughput ratio "
-              f"{row['throughput_ratio']:.2f}")
+              f"{row['throughput_ratio']:.2f} (quartiles {row['ratio_quartiles'][0]:.2f}-"
+              f"{row['ratio_quartiles'][1]:.2f})")
     for row in results["nonlinear"]:
         print(f"{row['model']:<10} patch {row['options']['patch']:<2} {row['op']:<9} x{row['nodes']} {row['shape']} "
               f"threads {row['threads']}: float {row['float_ms']:.2f} ms, integer {row['int_ms']:.2f} ms, "
