@@ -222,6 +222,7 @@ def test_residual_add_fast_path_matches_the_reference(bits: int) -> None:
 @pytest.fixture(params=["fused", "torch"])
 def kernels(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
     """The plan's elementwise work on the fused kernels (numba) or on torch operations."""
+    fused.refresh()
     if request.param == "fused" and not fused.available():
         pytest.skip("numba is not installed: the fused kernels are off")
     if request.param == "torch":
@@ -270,6 +271,7 @@ def test_softmax_fast_paths_match_the_reference_at_the_extremes(mode: str, in_bi
 @given(case=requant_cases, data=st.data())
 def test_fused_requant_kernels_equal_the_contract(case, data) -> None:
     """The compiled single-pass requantizations (one product, and split) on ties, window edges and extremes."""
+    fused.refresh()
     if not fused.available():
         return
     m0, n, zp, (lo, hi) = case
@@ -281,11 +283,12 @@ def test_fused_requant_kernels_equal_the_contract(case, data) -> None:
     v = torch.tensor(values, dtype=torch.float64)
     expected = exact_requant(values, m0, n, zp, lo, hi)
     if window_exact(np.array([n]), zp, lo, hi):
-        got = fused.requant(v, None, m, zp + 0.5, lo, hi, 0, torch.int64)
+        got = fused.requant(v, None, m.numpy(), np.array([zp + 0.5]), lo, hi, 0, torch.int64)
         assert torch.equal(got, expected)
     split = SplitRequant.build(v_max, np.array([m0]), np.array([n]), zp, lo, hi, None, NARROWEST[(lo, hi)])
     if split is not None:
-        got = fused.split_requant(v, None, split.columns(), *split.shifted_window(), torch.int64)
+        columns = [fused.per_channel(column, 1) for column in split.columns()]
+        got = fused.split_requant(v, None, columns, *split.shifted_window(), torch.int64)
         assert torch.equal(got, expected)
 
 

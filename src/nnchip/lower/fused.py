@@ -40,8 +40,18 @@ def _numba() -> Any:
         return None
 
 
+_ENABLED: list[bool] = []  # [the setting read by the last `refresh`]
+
+
+def refresh() -> None:
+    """Re-read NNCHIP_FUSED (the interpreter calls this once per run)."""
+    _ENABLED[:] = [os.environ.get("NNCHIP_FUSED", "1") != "0" and _numba() is not None]
+
+
 def available() -> bool:
-    return os.environ.get("NNCHIP_FUSED", "1") != "0" and _numba() is not None
+    if not _ENABLED:
+        refresh()
+    return _ENABLED[0]
 
 
 def usable(t: Tensor) -> bool:
@@ -195,37 +205,33 @@ def _rows_and_output(v: Tensor, axis: int | None, channels: int, out_dtype: torc
     return rows, moved.movedim(-1, axis_), moved.numpy().reshape(-1, channels)
 
 
-def _per_channel(values: Tensor, channels: int) -> np.ndarray:
-    return np.ascontiguousarray(np.broadcast_to(values.numpy().reshape(-1), (channels,)))
+def per_channel(values: Tensor, channels: int) -> np.ndarray:
+    """A per-channel constant (length 1 or C) as a contiguous float64 array of length C; callers keep it."""
+    return np.ascontiguousarray(np.broadcast_to(values.numpy().reshape(-1), (channels,)), dtype=np.float64)
 
 
-def requant(v: Tensor, axis: int | None, m: Tensor, c: float, lo: int, hi: int, shift: int,
+def requant(v: Tensor, axis: int | None, m: np.ndarray, c: np.ndarray, lo: int, hi: int, shift: int,
             out_dtype: torch.dtype) -> Tensor:
-    """clamp(floor(v·m + c), lo, hi) − shift, m float64 per channel along `axis` (one value: axis None)."""
-    channels = v.shape[-1] if axis is None else v.shape[axis]
-    rows, out, out_rows = _rows_and_output(v, axis, channels, out_dtype)
-    m_c = _per_channel(m, channels)
-    _over_rows(_requant, [rows, m_c, np.full(channels, c)], (float(lo), float(hi), float(shift)), out_rows,
-               row_arrays=1)
+    """clamp(floor(v·m + c), lo, hi) − shift with `per_channel` m, c along `axis` (None: per-tensor constants
+    repeated over t's last axis)."""
+    rows, out, out_rows = _rows_and_output(v, axis, len(m), out_dtype)
+    _over_rows(_requant, [rows, m, c], (float(lo), float(hi), float(shift)), out_rows, row_arrays=1)
     return out
 
 
-def split_requant(v: Tensor, axis: int | None, columns: list[Tensor], lo: int, hi: int, shift: int,
+def split_requant(v: Tensor, axis: int | None, columns: list[np.ndarray], lo: int, hi: int, shift: int,
                   out_dtype: torch.dtype) -> Tensor:
-    """`SplitRequant` with its columns (low, low_offset, high, constant, scale) along `axis`."""
-    channels = v.shape[-1] if axis is None else v.shape[axis]
-    rows, out, out_rows = _rows_and_output(v, axis, channels, out_dtype)
-    _over_rows(_split_requant, [rows, *(_per_channel(column, channels) for column in columns)],
-               (float(lo), float(hi), float(shift)), out_rows, row_arrays=1)
+    """`SplitRequant` with its `per_channel` columns (low, low_offset, high, constant, scale) along `axis`."""
+    rows, out, out_rows = _rows_and_output(v, axis, len(columns[0]), out_dtype)
+    _over_rows(_split_requant, [rows, *columns], (float(lo), float(hi), float(shift)), out_rows, row_arrays=1)
     return out
 
 
-def layernorm(x: Tensor, columns: list[Tensor], lo: int, hi: int, shift: int, out_dtype: torch.dtype) -> Tensor:
-    """The exactly centred integer LayerNorm over the last axis, then `SplitRequant` with `columns`."""
+def layernorm(x: Tensor, columns: list[np.ndarray], lo: int, hi: int, shift: int, out_dtype: torch.dtype) -> Tensor:
+    """The exactly centred integer LayerNorm over the last axis, then `SplitRequant` with `per_channel` columns."""
     x2 = x.contiguous().numpy().reshape(-1, x.shape[-1])
     out = torch.empty(x.shape, dtype=out_dtype)
-    per_channel = [_per_channel(column, x.shape[-1]) for column in columns]
-    _over_rows(_layernorm, [x2, *per_channel], (float(lo), float(hi), float(shift)), out.numpy().reshape(x2.shape),
+    _over_rows(_layernorm, [x2, *columns], (float(lo), float(hi), float(shift)), out.numpy().reshape(x2.shape),
                row_arrays=1, parallel=True)
     return out
 

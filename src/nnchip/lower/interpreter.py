@@ -21,6 +21,7 @@ from torch import Tensor
 from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import int_layernorm_core, shift_gelu, shiftmax, table_softmax
 from nnchip.core.intmath import Rounding, requantize
+from nnchip.lower import fused
 from nnchip.lower.fast_paths import Conv2dFn, exact_gemm, linear_fn, matmul_exact, requantize_inplace
 from nnchip.lower.intgraph import IntGraph, IntNode
 from nnchip.lower.plan import (
@@ -100,6 +101,7 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
         raise ConversionError(f"overflow must be 'error' or 'report', got {overflow!r}")
     if keep not in ("all", "outputs"):
         raise ConversionError(f"keep must be 'all' or 'outputs', got {keep!r}")
+    fused.refresh()
     plan = plan_for(graph, reference_step) if fast else reference_plan(graph, reference_step)
     feeds = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     values: dict[str, Tensor] = {}
@@ -112,26 +114,13 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
             raise ConversionError(f"input {name} holds values outside its {spec.bits}-bit type")
         values[name] = value.to(plan.storage[name])
     context = Context(overflow, [], feeds[0].shape[0])
-    releases = _last_reads(graph) if keep == "outputs" else {}
+    releases = plan.releases if keep == "outputs" else {}
     with ieee_float32():
         for index, (node, step) in enumerate(plan.steps):
             values[node.output] = step([values[i] for i in node.inputs], context)
             for name in releases.get(index, ()):
                 del values[name]
     return RunResult(IntValues(values), context.overflows)
-
-
-def _last_reads(graph: IntGraph) -> dict[int, list[str]]:
-    """Node index -> the tensors (neither graph outputs nor unread) whose last reader is that node."""
-    last: dict[str, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for name in node.inputs:
-            last[name] = index
-    releases: dict[int, list[str]] = {}
-    for name, index in last.items():
-        if name not in graph.outputs:
-            releases.setdefault(index, []).append(name)
-    return releases
 
 
 def reference_step(graph: IntGraph, node: IntNode) -> Step:

@@ -73,6 +73,7 @@ class Plan:
     storage: dict[str, torch.dtype]  # per tensor name
     ranges: dict[str, Range | None]
     paths: dict[str, str] = field(default_factory=dict)  # node name -> how it runs (for reports and tests)
+    releases: dict[int, list[str]] = field(default_factory=dict)  # step index -> tensors last read there
 
 
 def as_int64(value: Any) -> Any:
@@ -192,6 +193,8 @@ class Requant:
         self.m = torch.from_numpy(np.ldexp(m0.astype(np.float64), -shift))  # exact: |M0| < 2^53
         t_max = v_max * float(self.m.abs().max()) + abs(self.zp) + 1  # bounds |v·m + zp + 1/2|
         self.split: SplitRequant | None = None
+        self._fused: dict[int, list[np.ndarray]] = {}
+        self.half_up_offset = torch.tensor([self.zp + 0.5], dtype=torch.float64)
         self.saturation = Saturation(self.lo, self.hi, out_dtype, t_max)
         shifted = self.saturation.shift
         if not window_exact(shift, self.zp + shifted, self.lo + shifted, self.hi + shifted):
@@ -204,6 +207,14 @@ class Requant:
         else:
             self.mode = "int64"
 
+    def fused_columns(self, v: Tensor, axis: int | None, columns: list[Tensor]) -> list[np.ndarray]:
+        """The per-channel constants of the fused kernels for v's channel count, built once per count."""
+        channels = v.shape[-1] if axis is None else v.shape[axis]
+        cached = self._fused.get(channels)
+        if cached is None:
+            cached = self._fused[channels] = [fused.per_channel(column, channels) for column in columns]
+        return cached
+
     def _view(self, values: Tensor, ndim: int) -> Tensor:
         if values.numel() == 1:
             return values.reshape(())
@@ -215,13 +226,14 @@ class Requant:
         if self.mode == "float64":
             if fused.usable(v):
                 axis = None if self.m.numel() == 1 else self.axis
-                return fused.requant(v, axis, self.m, self.zp + 0.5, self.lo, self.hi, 0, self.out_dtype)
+                m, c = self.fused_columns(v, axis, [self.m, self.half_up_offset])
+                return fused.requant(v, axis, m, c, self.lo, self.hi, 0, self.out_dtype)
             return requant_in_float(v, self._view(self.m, v.dim()), self.zp + 0.5, self.saturation, owned=owned)
         if self.split is not None:
             if fused.usable(v):
-                split = self.split
-                axis = None if split.low.numel() == 1 else self.axis
-                return fused.split_requant(v, axis, split.columns(), *split.shifted_window(), self.out_dtype)
+                axis = None if self.split.low.numel() == 1 else self.axis
+                columns = self.fused_columns(v, axis, self.split.columns())
+                return fused.split_requant(v, axis, columns, *self.split.shifted_window(), self.out_dtype)
             return self.split(v.to(torch.float64), lambda column: self._view(column, v.dim()))
         v = as_int64(v)
         if self.offset is not None:
@@ -552,7 +564,8 @@ class _LayerNorm:
     def __call__(self, args: list[Tensor], context: Context) -> Tensor:
         split = self.requant.split
         if split is not None and fused.usable(args[0]):
-            return fused.layernorm(args[0], split.columns(), *split.shifted_window(), self.requant.out_dtype)
+            columns = self.requant.fused_columns(args[0], -1, split.columns())
+            return fused.layernorm(args[0], columns, *split.shifted_window(), self.requant.out_dtype)
         return self.requant(int_layernorm_core_float(args[0]), owned=True)  # z = asr(y·f, 1), float64
 
 
@@ -646,7 +659,7 @@ def build_plan(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) 
             else:
                 steps.append((node, fast[0]))
             paths[node.name] = fast[1]
-    return Plan(fingerprint(graph), steps, storage, ranges, paths)
+    return Plan(fingerprint(graph), steps, storage, ranges, paths, last_reads(graph))
 
 
 SLICE_ELEMENTS = 1 << 18  # per slice: float64 temporaries of ~1 MB stay in cache and are not freshly mapped
@@ -699,11 +712,25 @@ def _in_batch_slices(step: Step, sliced: list[bool], rows: int) -> Step:
     return run
 
 
+def last_reads(graph: IntGraph) -> dict[int, list[str]]:
+    """Node index -> the tensors (neither graph outputs nor unread) whose last reader is that node."""
+    last: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for name in node.inputs:
+            last[name] = index
+    releases: dict[int, list[str]] = {}
+    for name, index in last.items():
+        if name not in graph.outputs:
+            releases.setdefault(index, []).append(name)
+    return releases
+
+
 def reference_plan(graph: IntGraph, reference: Callable[[IntGraph, IntNode], Step]) -> Plan:
     """Every node on its reference evaluation, every tensor stored as int64 (no caching)."""
     storage = {name: torch.int64 for name in graph.tensors}
     steps = [(node, reference(graph, node)) for node in graph.nodes]
-    return Plan(fingerprint(graph), steps, storage, {}, {node.name: "reference" for node in graph.nodes})
+    return Plan(fingerprint(graph), steps, storage, {}, {node.name: "reference" for node in graph.nodes},
+                last_reads(graph))
 
 
 def _narrowed(step: Step, dtype: torch.dtype) -> Step:
@@ -719,8 +746,9 @@ def as_narrow(value: Any, dtype: torch.dtype) -> Any:
 
 
 def fingerprint(graph: IntGraph) -> tuple[Any, ...]:
-    """What the plan depends on: node identities, ops, wiring, attributes, parameter arrays, tensor types."""
-    nodes = tuple((id(n), n.op, tuple(n.inputs), n.output, repr(n.attrs),
+    """What the plan depends on: node identities, ops, wiring, attribute values (an attribute set to a new value
+    counts; a list attribute edited in place does not — replace it), parameter arrays, tensor types."""
+    nodes = tuple((id(n), n.op, tuple(n.inputs), n.output, tuple(n.attrs.items()),
                    tuple((k, id(v), v.shape) for k, v in n.params.items())) for n in graph.nodes)
     tensors = tuple((name, t.spec, t.zero_point, tuple(t.shape)) for name, t in graph.tensors.items())
     return nodes, tensors, tuple(graph.inputs), tuple(graph.outputs)
