@@ -45,35 +45,43 @@ class _FakeQuantize(torch.autograd.Function):
         ∂x̂/∂x = 1 inside the range, 0 outside
         ∂x̂/∂s = (q − z) − x/s inside, q − z outside (LSQ)
         ∂x̂/∂z = 0 inside, −s outside (LSQ+)
-    The range mask is a float 0/1 tensor, m = max(1 − |u − clip(u)|, 0) with u = round(x/s) + z (both integers, so
-    |u − clip(u)| >= 1 outside): boolean masks cost several times a float pass on CPU. A zero point that is 0 and
-    not learned is skipped."""
+    A fixed integer zero point moves the clip bounds instead of the codes: q − z = clip(round(x/s), qmin − z,
+    qmax − z), the same integers without two passes. The range mask is a float 0/1 tensor written by `eq` over
+    the unclipped codes' buffer (boolean masks cost several times a float pass on CPU), and the LSQ factor
+    (q − z) − m·x/s overwrites x/s: each pass reads or writes one of x's size, and the step is bound by memory
+    traffic, not arithmetic."""
 
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:  # type: ignore[override]
         ratio = x / scale
-        unclamped = torch.round(ratio)
-        offset = zero_point.requires_grad or bool(zero_point.any())
-        if offset:
-            unclamped.add_(zero_point)
-        q = unclamped.clamp(qmin, qmax)
-        mask = unclamped.sub_(q).abs_().neg_().add_(1.0).clamp_(min=0.0)  # 1 inside, 0 outside
-        codes = q.sub_(zero_point) if offset else q  # q − z
-        local = torch.addcmul(codes, ratio, mask, value=-1.0) if ctx.needs_input_grad[1] else None
+        rounded = torch.round(ratio)
+        codes = _clip(rounded, zero_point, qmin, qmax)  # q − z
+        mask = torch.eq(rounded, codes, out=rounded)  # 1 inside the range, 0 outside
+        local = torch.addcmul(codes, ratio, mask, value=-1.0, out=ratio) if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(mask, local, scale)
         return codes.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         mask, local, scale = ctx.saved_tensors
-        grad_x = grad * mask if ctx.needs_input_grad[0] else None
-        grad_scale = grad_zero_point = None
-        if ctx.needs_input_grad[1]:
-            grad_scale = local.mul_(grad).sum_to_size(scale.shape)
+        inside = grad * mask if ctx.needs_input_grad[0] or ctx.needs_input_grad[2] else None
+        grad_scale = (local * grad).sum_to_size(scale.shape) if ctx.needs_input_grad[1] else None
+        grad_zero_point = None
         if ctx.needs_input_grad[2]:  # −s·grad outside the range
-            outside = torch.addcmul(grad, grad, mask, value=-1.0)
-            grad_zero_point = outside.sum_to_size(scale.shape).mul_(-scale)
-        return grad_x, grad_scale, grad_zero_point, None, None
+            grad_zero_point = (inside.sum_to_size(scale.shape) - grad.sum_to_size(scale.shape)).mul_(scale)
+        return inside if ctx.needs_input_grad[0] else None, grad_scale, grad_zero_point, None, None
+
+
+def _clip(codes: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
+    """clip(codes + z, qmin, qmax) − z as a new tensor, with z folded into the bounds (exact for integer codes
+    and zero points; a per-tensor zero point as Python numbers, since tensor bounds cost several passes)."""
+    if zero_point.numel() == 1:
+        shift = float(zero_point)
+        return codes.clamp(qmin - shift, qmax - shift)
+    if not zero_point.requires_grad and not bool(zero_point.any()):
+        return codes.clamp(qmin, qmax)
+    shift = zero_point.detach()
+    return torch.minimum(torch.maximum(codes, qmin - shift), qmax - shift)
 
 
 def fake_quantize_affine(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
