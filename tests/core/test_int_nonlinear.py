@@ -123,3 +123,49 @@ def test_layernorm_core_in_float64_equals_the_int64_contract(rows: int, channels
         x[1, 1::2] = low
     got = int_layernorm_core_float(x.to(torch.float32))
     assert torch.equal(got.to(torch.int64), int_layernorm_core(x, sqrt_mode="exact"))
+
+
+def test_integer_softmax_and_layernorm_keep_the_straight_through_values_and_gradients() -> None:
+    """The fake-quant ViT's integer softmax (exact grid values, float softmax gradient) with its output quantizer
+    passed through, and the in-place LayerNorm blend, give the values and gradients of the plain formulation
+    reference + (integer − reference).detach() followed by the fixed quantizer."""
+    from nnchip.quant.quantizers.fixed import FixedQuantizer
+
+    torch.manual_seed(0)
+    model = TransformerViT().eval()
+    x = torch.randn(16, 1, 8, 8)
+    qmodel = calibrate(quantize(model, QuantConfig(nonlinear="integer"), example_inputs=x[:2]), [x]).train()
+    softmaxes = [m for m in qmodel.gm.modules() if isinstance(m, IntegerSoftmax)]
+    fixed = [m for m in qmodel.gm.modules() if isinstance(m, FixedQuantizer)]
+    assert softmaxes and len(fixed) == len(softmaxes)
+    assert all(f.__dict__.get("_grid_source") is not None for f in fixed)
+    params = [p for p in qmodel.parameters() if p.requires_grad]
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = qmodel(x)
+        return out.detach(), list(torch.autograd.grad(out.square().sum(), params))
+
+    fast_out, fast_grads = run()
+    for m in softmaxes:  # the plain formulation: float softmax plus the detached integer difference
+        m.forward = lambda t, m=m: (lambda ref: ref + (m.integer_softmax(t) - ref).detach())(torch.softmax(t, m.dim))
+    for f in fixed:
+        del f.__dict__["_grid_source"]
+    plain_out, plain_grads = run()
+    assert torch.equal(fast_out, plain_out)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_fixed_quantizer_passes_only_grid_values_of_an_active_source() -> None:
+    """Linked to an integer softmax, the softmax-output quantizer is skipped only while that softmax runs its
+    integer form on the same grid; disabled or calibrating sources fall back to quantizing the float softmax."""
+    model = TransformerViT().eval()
+    x = torch.randn(8, 1, 8, 8)
+    qmodel = quantize(model, QuantConfig(nonlinear="integer"), example_inputs=x[:2])
+    softmax = next(m for m in qmodel.gm.modules() if isinstance(m, IntegerSoftmax))
+    assert not softmax.output_on_grid(2.0**-7, 0, 255)  # uncalibrated input quantizer: float softmax
+    calibrate(qmodel, [x])
+    assert softmax.output_on_grid(2.0**-7, 0, 255)
+    assert not softmax.output_on_grid(2.0**-6, 0, 255) and not softmax.output_on_grid(2.0**-7, 0, 127)
+    softmax._source.enabled = False
+    assert not softmax.output_on_grid(2.0**-7, 0, 255)

@@ -23,7 +23,8 @@ def table_softmax_float(x: Tensor, table: Tensor, *, out_bits: int = 8, dim: int
 
     d = max x − x (exact: |x| < 2^24 for float32), e = T[min(d, len(T) − 1)] < 2^21, Σe < 2^37 (at most 2^16
     entries per row), f = ⌊2^52 / Σe⌋ by floor_divide (exact: fmod is exact and the quotient of the multiple is
-    an integer), e·f <= 2^52, and e·f·2^−s + 1/2 is a multiple of 2^−s below 2^(52−s) + 1: all exact in float64.
+    an integer), e·f <= 2^52, and e·(f·2^−s) + 1/2 is a multiple of 2^−s below 2^(52−s) + 1: all exact in float64.
+    Every pass runs in one dtype (CPU kernels that mix float32 and float64 operands are several times slower).
     """
     if x.shape[dim] > 1 << 16:
         raise ValueError(f"table softmax rows hold at most 2^16 entries, got {x.shape[dim]}")
@@ -33,7 +34,7 @@ def table_softmax_float(x: Tensor, table: Tensor, *, out_bits: int = 8, dim: int
     total = e.sum(dim=dim, keepdim=True).clamp_(min=1.0)
     factor = torch.floor_divide(torch.full_like(total, 2.0**SOFTMAX_RECIPROCAL_BITS), total)
     shift = SOFTMAX_RECIPROCAL_BITS - (out_bits - 1)
-    return e.mul_(factor).mul_(2.0**-shift).add_(0.5).floor_()
+    return e.mul_(factor.mul_(2.0**-shift)).add_(0.5).floor_()
 
 
 def layernorm_float_is_exact(channels: int, width: int) -> bool:
@@ -46,7 +47,7 @@ def int_layernorm_core_float(x: Tensor) -> Tensor:
     """`int_layernorm_core(x, sqrt_mode="exact")` of integer-valued x, as float64 (see layernorm_float_is_exact).
 
     y = C·x − Σx, var = Σy² (exact below 2^52), std = max(⌊√var⌋, 1) (a correctly rounded square root of an
-    integer below 2^52 floors to isqrt), f = ⌊(2^31 − 1)/std⌋ by floor_divide, z = ⌊y·f/2⌋ with
+    integer below 2^52 floors to isqrt), f = ⌊(2^31 − 1)/std⌋ by floor_divide, z = ⌊y·(f/2)⌋ with
     |y| <= isqrt(var) = std (an integer whose square is at most var), so |y·f| < 2^31: every step an exact
     float64 integer. The interpreter's fast LayerNorm runs this function too.
     """

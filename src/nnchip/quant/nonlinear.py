@@ -10,6 +10,8 @@ ShiftGELU (gelu_impl = "shiftgelu") has one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
@@ -28,6 +30,7 @@ from nnchip.core.int_nonlinear import (
 from nnchip.core.int_nonlinear_float import int_layernorm_core_float, layernorm_float_is_exact, table_softmax_float
 from nnchip.core.op_kinds import LAYOUT_KINDS, scale_factor
 from nnchip.quant.base import Quantizer
+from nnchip.quant.quantizers.fixed import FixedQuantizer
 
 
 class _IntegerInput(nn.Module):
@@ -58,7 +61,7 @@ class _IntegerInput(nn.Module):
     def integer_values(self, x: Tensor) -> tuple[Tensor, float]:
         """(x/S rounded, in x's float dtype — exact integers on the input grid — and S)."""
         scale = self.input_scale()
-        return torch.round(x.detach() / scale), scale
+        return (x.detach() / scale).round_(), scale
 
     def code_span(self) -> int:
         """qmax − qmin of the input grid: the widest spread of the integers."""
@@ -74,18 +77,41 @@ class IntegerSoftmax(_IntegerInput):
         self.dim, self.out_bits, self.impl = dim, out_bits, impl
 
     def forward(self, x: Tensor) -> Tensor:
-        reference = torch.softmax(x, dim=self.dim)
         if not self.active():
-            return reference
+            return torch.softmax(x, dim=self.dim)
+        return _SoftmaxStraightThrough.apply(x, self.dim, self.integer_softmax)
+
+    def integer_softmax(self, x: Tensor) -> Tensor:
+        """The contract's integer softmax of x's codes, as real values on the output grid 2^(1−out_bits)."""
         if self.impl == "table":
             q, scale = self.integer_values(x)
             table = softmax_exp_table(scale, self.code_span())
-            y = table_softmax_float(q, table, out_bits=self.out_bits, dim=self.dim).to(x.dtype)
+            y = table_softmax_float(q, table, out_bits=self.out_bits, dim=self.dim)
         else:
             q, scale = self.integers(x)
-            y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim).to(x.dtype)
-        y = y * 2.0 ** (1 - self.out_bits)
-        return reference + (y - reference).detach()
+            y = shiftmax(q, exp_shift_x0(scale), out_bits=self.out_bits, dim=self.dim)
+        return y.to(x.dtype).mul_(2.0 ** (1 - self.out_bits))
+
+    def output_on_grid(self, scale: float, qmin: int, qmax: int) -> bool:
+        """True while the forward returns integers in [qmin, qmax] times `scale` exactly (active, same grid):
+        the fake-quantizer that follows it is then the identity in value and gradient."""
+        return self.active() and scale == 2.0 ** (1 - self.out_bits) and qmin <= 0 and qmax >= 1 << (self.out_bits - 1)
+
+
+class _SoftmaxStraightThrough(torch.autograd.Function):
+    """Value: `integer(x)`, exactly; gradient: the float softmax's (straight-through), from its saved output."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int, integer: Callable[[Tensor], Tensor]) -> Tensor:  # type: ignore[override]
+        probs = torch.softmax(x, dim=dim)
+        ctx.dim = dim
+        ctx.save_for_backward(probs)
+        return integer(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (probs,) = ctx.saved_tensors
+        return torch._softmax_backward_data(grad, probs, ctx.dim, probs.dtype), None, None
 
 
 class IntegerGELU(_IntegerInput):
@@ -129,13 +155,13 @@ class IntegerLayerNorm(nn.LayerNorm):
             else:
                 q, _ = self.input.integers(x)
                 normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
-            normalised = normalised * layernorm_output_scale(x.shape[-1])
-            out = reference + (normalised - reference).detach()
+            # value: the integer normalisation; gradient: the float one's (straight-through), in place
+            out = reference.add_(normalised.mul_(layernorm_output_scale(x.shape[-1])).sub_(reference.detach()))
         else:
             out = reference
         if self.weight is not None:
             out = out * self.weight
-        return out + self.bias if self.bias is not None else out
+        return out.add_(self.bias) if self.bias is not None else out
 
 
 def _quantized_source(gm: fx.GraphModule, node: fx.Node) -> tuple[Quantizer, float]:
@@ -179,6 +205,10 @@ def use_integer_nonlinear(gm: fx.GraphModule, softmax_bits: int, softmax_impl: s
         replacement.meta.update(node.meta)
         node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)
+        if isinstance(module, IntegerSoftmax):
+            for user in replacement.users:
+                if user.op == "call_module" and isinstance(q := gm.get_submodule(str(user.target)), FixedQuantizer):
+                    q.link_grid_source(module)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
