@@ -66,8 +66,8 @@ class VQConfig:
     table_granularity: str = "channel"
     kmeans_iters: int = 20
     kmeans_samples: int = 4096
-    kmeans_init: str = "random"
-    recalibrate: str = "none"
+    kmeans_init: str = "kmeans++"
+    recalibrate: str = "affine"
     seed: int = 0
 
     def __post_init__(self) -> None:
