@@ -13,6 +13,7 @@ are printed beside ours; they come from full-length training, ours from a few do
 
     python benchmarks/bench_vq_cifar.py --threads 2 --steps 40 --out benchmarks/results/vq_cifar.json
     python benchmarks/bench_vq_cifar.py --dse-from benchmarks/results/vq_cifar.json     # the DSE table only
+    python benchmarks/bench_vq_cifar.py --kmeans-only --recalibrate none --kmeans-init random  # stage 1 only
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--kmeans-iters", type=int, default=25)
     parser.add_argument("--kmeans-init", default="kmeans++", choices=("random", "kmeans++"))
     parser.add_argument("--recalibrate", default="affine", choices=("none", "bias", "affine"))
+    parser.add_argument("--kmeans-only", action="store_true", help="stop after stage 1: float and k-means top-1")
     parser.add_argument("--distill-alpha", type=float, default=0.5, help="weight of distillation from the float model")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vq_cifar.json"))
     parser.add_argument("--dse-from", default=None, help="only print the DSE with the accuracies of this JSON")
@@ -166,6 +168,12 @@ def main() -> None:
                 init = VQConfig(v=v, k=k, metric=metric, kmeans_samples=args.kmeans_samples,
                                 kmeans_iters=args.kmeans_iters, kmeans_init=args.kmeans_init,
                                 recalibrate=args.recalibrate)
+                if args.kmeans_only:
+                    lut_model = vq(model, init, example_inputs=calib[:2], calibration=list(calib.split(128)))
+                    print(json.dumps({"model": name, "float_acc": float_acc, "test_images": len(test_set),
+                                      **init.to_dict(), "kmeans_acc": evaluate(lut_model, test_set, batch_size=100)}),
+                          flush=True)
+                    continue
                 record = {"model": name, "float_acc": float_acc, "test_images": len(test_set),
                           **run_config(model, train_set, test_set, calib, init, train_config,
                                        check=index == 0 and metric == args.metrics.split(",")[0])}
@@ -175,6 +183,8 @@ def main() -> None:
                 records.append(record)
                 print(json.dumps(record), flush=True)
                 write_records(Path(args.out), records)  # after every configuration: a long run keeps its rows
+    if args.kmeans_only:
+        return
     print("\n| model | v | K | metric | float % | k-means % | LUT % | W8A8 % | drop pp | LUT-DLA pp | E ratio | "
           "E on-chip | area ratio | train s |")
     print("|" + "---|" * 14)
