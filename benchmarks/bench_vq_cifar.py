@@ -13,6 +13,7 @@ are printed beside ours; they come from full-length training, ours from a few do
 
     python benchmarks/bench_vq_cifar.py --threads 2 --steps 40 --out benchmarks/results/vq_cifar.json
     python benchmarks/bench_vq_cifar.py --dse-from benchmarks/results/vq_cifar.json     # the DSE table only
+    python benchmarks/bench_vq_cifar.py --kmeans-only --recalibrate none --kmeans-init random  # stage 1 only
 """
 
 from __future__ import annotations
@@ -71,24 +72,23 @@ def bit_exact_check(qmodel: Any, images: Tensor) -> bool:
     return all(torch.equal(value, interpreted[name]) for name, value in deploy_forward(qmodel, x_int).items())
 
 
-def run_config(model: nn.Module, train_set: Any, test_set: Any, calib: Tensor, v: int, k: int, metric: str,
-               steps: int, backward: str, check: bool, kmeans: tuple[int, int]) -> dict[str, Any]:
+def run_config(model: nn.Module, train_set: Any, test_set: Any, calib: Tensor, init: VQConfig,
+               train: VQTrainConfig, check: bool) -> dict[str, Any]:
+    v, k, metric = init.v, init.k, init.metric
     started = time.perf_counter()
-    lut_model = vq(model, VQConfig(v=v, k=k, metric=metric, kmeans_samples=kmeans[0], kmeans_iters=kmeans[1]),
-                   example_inputs=calib[:2],
-                   calibration=list(calib.split(128)))
+    lut_model = vq(model, init, example_inputs=calib[:2], calibration=list(calib.split(128)))
     kmeans_s = time.perf_counter() - started
     kmeans_acc = evaluate(lut_model, test_set, batch_size=100)
-    config = VQTrainConfig(recon_epochs=1, joint_epochs=1, final_epochs=1, batch_size=32, max_steps=steps,
-                           joint_lr=5e-4, final_lr=2e-4, backward=backward, progress=False)
-    result = train_vq(lut_model, train_set, config, teacher=model)
+    result = train_vq(lut_model, train_set, train, teacher=model)
     lut_acc = evaluate(lut_model, test_set, batch_size=100)
     qmodel = calibrate(quantize(lut_model, QuantConfig(), example_inputs=calib[:2]), list(calib.split(128)))
     q_acc = evaluate(qmodel, test_set, batch_size=100)
     converted = [name for name, _ in lut_layers(lut_model)]
-    record = {"v": v, "k": k, "metric": metric, "steps_per_stage": steps, "backward": backward,
+    record = {"v": v, "k": k, "metric": metric, "steps_per_stage": train.max_steps, "backward": train.backward,
+              "kmeans_init": init.kmeans_init, "recalibrate": init.recalibrate, "distill_alpha": train.distill_alpha,
               "lut_layers": len(converted), "kmeans_acc": kmeans_acc, "lut_acc": lut_acc, "w8a8_acc": q_acc,
-              "train_s": round(kmeans_s + sum(result.seconds.values()), 1),
+              "train_s": round(kmeans_s + sum(result.seconds.values()), 1), "kmeans_s": round(kmeans_s, 1),
+              "stage_s": {stage: round(seconds, 1) for stage, seconds in result.seconds.items()},
               **hardware_ratios(model, converted, v, k, metric)}
     if check:
         record["bit_exact_64"] = bit_exact_check(qmodel, torch.stack([test_set[i][0] for i in range(64)]))
@@ -129,13 +129,17 @@ def main() -> None:
     parser.add_argument("--models", default="resnet20_cifar10")
     parser.add_argument("--configs", default="4x16,8x16", help="v x K pairs")
     parser.add_argument("--metrics", default="l2,l1,chebyshev")
-    parser.add_argument("--steps", type=int, default=40, help="training steps per stage (batch 32)")
+    parser.add_argument("--steps", default="40", help="training steps per stage (batch 32): one, or recon,joint,final")
     parser.add_argument("--backward", default="ste", choices=("soft", "ste"), help="joint-stage gradient")
     parser.add_argument("--train-images", type=int, default=20000)
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kmeans-samples", type=int, default=8192, help="sub-vectors per layer for k-means")
     parser.add_argument("--kmeans-iters", type=int, default=25)
+    parser.add_argument("--kmeans-init", default="kmeans++", choices=("random", "kmeans++"))
+    parser.add_argument("--recalibrate", default="affine", choices=("none", "bias", "affine"))
+    parser.add_argument("--kmeans-only", action="store_true", help="stop after stage 1: float and k-means top-1")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="weight of distillation from the float model")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "vq_cifar.json"))
     parser.add_argument("--dse-from", default=None, help="only print the DSE with the accuracies of this JSON")
     args = parser.parse_args()
@@ -150,6 +154,10 @@ def main() -> None:
     stride = max(1, len(split.test) // args.test_images)  # the test split is ordered by class: take every class
     test_set = Subset(split.test, list(range(0, len(split.test), stride))[: args.test_images])
     calib = torch.stack([split.train[i][0] for i in order[-512:].tolist()])  # (512, 3, 32, 32), disjoint
+    steps = tuple(int(s) for s in args.steps.split(","))
+    train_config = VQTrainConfig(recon_epochs=1, joint_epochs=1, final_epochs=1, batch_size=32,
+                                 max_steps=steps[0] if len(steps) == 1 else steps, joint_lr=5e-4, final_lr=2e-4,
+                                 backward=args.backward, distill_alpha=args.distill_alpha, progress=False)
     records = []
     for name in args.models.split(","):
         model = load_reference(name)
@@ -157,16 +165,26 @@ def main() -> None:
         for index, pair in enumerate(args.configs.split(",")):
             v, k = (int(p) for p in pair.split("x"))
             for metric in args.metrics.split(","):
-                record = {"model": name, "float_acc": float_acc,
-                          **run_config(model, train_set, test_set, calib, v, k, metric, args.steps, args.backward,
-                                       check=index == 0 and metric == args.metrics.split(",")[0],
-                                       kmeans=(args.kmeans_samples, args.kmeans_iters))}
+                init = VQConfig(v=v, k=k, metric=metric, kmeans_samples=args.kmeans_samples,
+                                kmeans_iters=args.kmeans_iters, kmeans_init=args.kmeans_init,
+                                recalibrate=args.recalibrate)
+                if args.kmeans_only:
+                    lut_model = vq(model, init, example_inputs=calib[:2], calibration=list(calib.split(128)))
+                    print(json.dumps({"model": name, "float_acc": float_acc, "test_images": len(test_set),
+                                      **init.to_dict(), "kmeans_acc": evaluate(lut_model, test_set, batch_size=100)}),
+                          flush=True)
+                    continue
+                record = {"model": name, "float_acc": float_acc, "test_images": len(test_set),
+                          **run_config(model, train_set, test_set, calib, init, train_config,
+                                       check=index == 0 and metric == args.metrics.split(",")[0])}
                 record["drop_pp"] = round(100 * (float_acc - record["w8a8_acc"]), 2)
                 record["lut_dla_drop_pp"] = (LUT_DLA_TRANSFORMER_DROP_PP if "vit" in name
                                              else LUT_DLA_CNN_DROP_PP[metric])
                 records.append(record)
                 print(json.dumps(record), flush=True)
                 write_records(Path(args.out), records)  # after every configuration: a long run keeps its rows
+    if args.kmeans_only:
+        return
     print("\n| model | v | K | metric | float % | k-means % | LUT % | W8A8 % | drop pp | LUT-DLA pp | E ratio | "
           "E on-chip | area ratio | train s |")
     print("|" + "---|" * 14)

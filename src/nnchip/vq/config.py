@@ -10,10 +10,14 @@ VQConfig (notation of the algorithms reference §8: sub-vector length v, K centr
     table_bits          integer bits of the look-up tables (symmetric, narrow), 2..16
     table_granularity   "channel" (one scale per output channel, shared by all codebooks) or "tensor"
     kmeans_iters        Lloyd iterations of the initialisation; kmeans_samples: sub-vectors sampled per layer
+    kmeans_init         seeding of k-means: "random" (K random samples) or "kmeans++" (D² sampling)
+    recalibrate         after conversion, per output channel: "bias" restores the float layer's mean, "affine" its
+                        mean and standard deviation (BatchNorm re-estimation, nnchip.vq.recalibrate), "none"
 VQTrainConfig (LUTBoost-style stages, each a number of epochs; 0 skips the stage)
     recon_*             stage 2: centroids learn to reconstruct each layer's output (W, b frozen)
     joint_*             stage 3: everything trains; hard assignment forward, soft (temperature) backward
     final_*             stage 5: fine-tune with the integer tables (stage 4 switches table quantization on)
+    max_steps           step cap of every stage, or one per stage (recon, joint, final); None: whole epochs
     backward            joint/final stages: "soft" (LUT-NN: soft assignment with a learned temperature carries the
                         gradient) or "ste" (LUT-DLA: straight-through the exact layer; the centroids learn from
                         `beta` · the layers' output-reconstruction loss; cheaper: no (C, N, K) soft tensors)
@@ -62,10 +66,14 @@ class VQConfig:
     table_granularity: str = "channel"
     kmeans_iters: int = 20
     kmeans_samples: int = 4096
+    kmeans_init: str = "kmeans++"
+    recalibrate: str = "affine"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from nnchip.vq.kmeans import INITS
         from nnchip.vq.metrics import METRICS
+        from nnchip.vq.recalibrate import RECALIBRATIONS
 
         _int_field("vq.v", self.v, 1)
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 2:
@@ -80,6 +88,10 @@ class VQConfig:
                               f"got {self.table_granularity!r}")
         _int_field("vq.kmeans_iters", self.kmeans_iters, 1)
         _int_field("vq.kmeans_samples", self.kmeans_samples, 2)
+        if self.kmeans_init not in INITS:
+            raise ConfigError(f"vq.kmeans_init must be one of {', '.join(INITS)}, got {self.kmeans_init!r}")
+        if self.recalibrate not in RECALIBRATIONS:
+            raise ConfigError(f"vq.recalibrate must be one of {', '.join(RECALIBRATIONS)}, got {self.recalibrate!r}")
         for name in ("include", "exclude"):
             if not all(isinstance(p, str) for p in getattr(self, name)):
                 raise ConfigError(f"vq.{name} must be a list of module paths")
@@ -113,7 +125,7 @@ class VQTrainConfig:
     weight_decay: float = 0.0
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
-    max_steps: int | None = None  # per stage (benchmarks on subsets); None: whole epochs
+    max_steps: int | tuple[int, int, int] | None = None  # cap per stage, or (recon, joint, final); None: epochs
     seed: int = 0
     checkpoint_dir: str | None = None
     progress: bool = True
@@ -134,11 +146,24 @@ class VQTrainConfig:
             raise ConfigError(f"vq_train.distill_alpha must be in [0, 1], got {self.distill_alpha!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"vq_train.weight_decay must be non-negative, got {self.weight_decay!r}")
-        if self.max_steps is not None:
+        if isinstance(self.max_steps, tuple):
+            if len(self.max_steps) != 3:
+                raise ConfigError(f"vq_train.max_steps must be one integer or three (recon, joint, final), "
+                                  f"got {list(self.max_steps)}")
+            for value in self.max_steps:
+                _int_field("vq_train.max_steps", value, 1)
+        elif self.max_steps is not None:
             _int_field("vq_train.max_steps", self.max_steps, 1)
 
+    def stage_steps(self, stage: int) -> int | None:
+        """The step cap of stage 0 (reconstruct), 1 (joint) or 2 (final), None without one."""
+        return self.max_steps[stage] if isinstance(self.max_steps, tuple) else self.max_steps
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if isinstance(self.max_steps, tuple):
+            out["max_steps"] = list(self.max_steps)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "vq_train") -> VQTrainConfig:

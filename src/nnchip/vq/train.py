@@ -32,6 +32,8 @@ from nnchip.train.trainer import distillation_loss
 from nnchip.vq.config import VQTrainConfig
 from nnchip.vq.layer import lut_layers, set_mode
 
+STAGES = ("reconstruct", "joint", "final")
+
 
 @dataclass
 class VQTrainResult:
@@ -58,11 +60,11 @@ def _stage_loss(model: nn.Module, stage: str, images: Tensor, labels: Tensor, co
 
 
 def _run_stage(model: nn.Module, data: Dataset, stage: str, epochs: int, lr: float, params: list[nn.Parameter],
-               config: VQTrainConfig, teacher: nn.Module | None) -> float:
-    generator = torch.Generator().manual_seed(config.seed)
+               config: VQTrainConfig, teacher: nn.Module | None, max_steps: int | None) -> float:
+    generator = torch.Generator().manual_seed(config.seed + STAGES.index(stage))  # each stage its own order
     loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator,
                         drop_last=len(data) > config.batch_size)  # type: ignore[arg-type]
-    total = config.max_steps or len(loader) * epochs
+    total = max_steps or len(loader) * epochs
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
     show = config.progress and sys.stderr.isatty()
     step, last = 0, float("nan")
@@ -108,7 +110,7 @@ def train_vq(model: nn.Module, data: Dataset, config: VQTrainConfig, *, teacher:
     plan = (("reconstruct", config.recon_epochs, config.recon_lr, codebooks, False),
             ("joint", config.joint_epochs, config.joint_lr, everything, False),
             ("final", config.final_epochs, config.final_lr, everything, True))
-    for stage, epochs, lr, params, quantized in plan:
+    for index, (stage, epochs, lr, params, quantized) in enumerate(plan):
         soft = stage != "reconstruct" and config.backward == "soft"
         set_mode(model, "joint" if soft else "reconstruct", quantize_tables=quantized)
         if epochs == 0:
@@ -117,7 +119,8 @@ def train_vq(model: nn.Module, data: Dataset, config: VQTrainConfig, *, teacher:
         trainable = {id(p) for p in params}
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable)
-        result.final_loss[stage] = _run_stage(model, data, stage, epochs, lr, params, config, teacher)
+        result.final_loss[stage] = _run_stage(model, data, stage, epochs, lr, params, config, teacher,
+                                              config.stage_steps(index))
         result.seconds[stage] = time.perf_counter() - started
     for p in model.parameters():
         p.requires_grad_(True)
