@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PTQ_W4 = ("calibrate", "calibrate,bias_correction", "adaround", "brecq", "qdrop")
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
 
 
@@ -96,32 +97,27 @@ def nnchip_ptq(model: nn.Module, calib: Tensor, w_bits: int, a_bits: int, method
     return qmodel
 
 
-def qat(student: nn.Module, teacher: nn.Module, train_x: Tensor, train_y: Tensor, steps: int, lr: float, seed: int, *,
-        adamw: bool = False) -> None:
-    """Short QAT with distillation: SGD (momentum 0.9) or AdamW (ViTs), cosine LR, batch 128, crop+flip,
-    loss 0.5·CE + 0.5·KL(teacher ‖ student)."""
-    from nnchip.data import random_crop_flip
+def qat(student: nn.Module, teacher: nn.Module, train_x: Tensor, train_y: Tensor, args: argparse.Namespace, *,
+        vit: bool) -> dict[str, Any]:
+    """QAT with nnchip.train: SGD (momentum 0.9; CNNs) or AdamW (ViTs), linear warm-up then cosine decay, batch
+    128, crop+flip, loss (1 − α)·CE + α·T²·KL(teacher/T ‖ student/T); LSQ steps at `quant_lr_scale` × lr.
+    Returns the settings for the record."""
+    from torch.utils.data import TensorDataset
 
-    generator = torch.Generator().manual_seed(seed)
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.AdamW(params, lr=lr, weight_decay=0.0) if adamw else torch.optim.SGD(params, lr=lr, momentum=0.9)
-    )
-    student.train()
-    for step in range(steps):
-        idx = torch.randint(0, train_x.shape[0], (128,), generator=generator)
-        x = random_crop_flip(train_x[idx], generator=generator)
-        y = train_y[idx]
-        with torch.no_grad():
-            soft = F.softmax(teacher(x), dim=1)
-        logits = student(x)
-        loss = 0.5 * F.cross_entropy(logits, y) + 0.5 * F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean")
-        for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    student.eval()
+    from nnchip.train import TrainConfig, train
+
+    steps_per_epoch = train_x.shape[0] // 128
+    config = TrainConfig(
+        epochs=math.ceil(args.qat_steps / steps_per_epoch), max_steps=args.qat_steps, batch_size=128,
+        lr=args.qat_lr_vit if vit else args.qat_lr, optimizer="adamw" if vit else "sgd", weight_decay=0.0,
+        schedule="cosine", warmup_epochs=args.qat_warmup * args.qat_steps / steps_per_epoch,
+        distill_alpha=args.qat_distill_alpha, distill_temperature=args.qat_temperature, augment=True,
+        seed=args.seed, progress=False, quant_lr_scale=args.qat_quant_lr_scale)
+    train(student, TensorDataset(train_x, train_y), config, teacher=teacher)
+    return {"qat_steps": args.qat_steps, "qat_init": args.qat_init, "qat_optimizer": f"{config.optimizer} lr "
+            f"{config.lr} cosine, warm-up {args.qat_warmup:.0%}", "distill_alpha": config.distill_alpha,
+            "distill_temperature": config.distill_temperature, "quant_lr_scale": config.quant_lr_scale,
+            "qat_epochs": round(args.qat_steps * 128 / train_x.shape[0], 2)}
 
 
 # ---- Brevitas ----------------------------------------------------------------------------------------
@@ -200,6 +196,8 @@ def median_step_seconds(models: list[nn.Module], x: Tensor, y: Tensor, warmup: i
 
 # ---- driver ----------------------------------------------------------------------------------------
 def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], emit: Callable[[dict], None]) -> None:
+    from nnchip.train import save_weights
+
     train_x, train_y, test_x, test_y = data
     model, meta = load_checkpoint(ckpt)
     name = meta["name"]
@@ -224,8 +222,8 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
         timing(model, name, calib, emit, args)
         return
     observer = act_observer()
-    w4_methods = list(args.ptq_w4)
-    if is_vit:
+    w4_methods = list(args.ptq_w4 if args.ptq_w4 is not None else DEFAULT_PTQ_W4)
+    if is_vit and args.ptq_w4 is None:
         w4_methods.append("smoothquant,qdrop")
     for bits, method_list in ((8, args.ptq_w8), (4, w4_methods)):
         for methods in method_list:
@@ -239,16 +237,18 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
                 row(f"nnchip PTQ {methods}", bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
     for bits in args.qat_bits:
         start = time.perf_counter()
+        method = f"nnchip QAT (LSQ, KD, from {args.qat_init})"
         try:
-            qmodel = nnchip_ptq(model, calib, bits, bits, ["calibrate"], args.ptq_iterations, quantizer="lsq")
-            lr = args.qat_lr_vit if is_vit else args.qat_lr
-            qat(qmodel, model, train_x, train_y, args.qat_steps, lr, args.seed, adamw=is_vit)
+            qmodel = nnchip_ptq(model, calib, bits, bits, args.qat_init.split(","), args.ptq_iterations,
+                                quantizer="lsq")
+            init_acc = top1(qmodel, test_x, test_y)
+            settings = qat(qmodel, model, train_x, train_y, args, vit=is_vit)
+            save_weights(qmodel, args.out / f"{name}_w{bits}a{bits}_qat.safetensors")  # for lowering checks
             acc = top1(qmodel, test_x, test_y)
-            row("nnchip QAT (LSQ, KD)", bits, bits, acc, time.perf_counter() - start, qat_steps=args.qat_steps,
-                qat_optimizer=f"{'AdamW' if is_vit else 'SGD'} lr {lr} cosine",
-                qat_epochs=round(args.qat_steps * 128 / train_x.shape[0], 2), act_observer=observer)
+            row(method, bits, bits, acc, time.perf_counter() - start, init_acc=init_acc, act_observer=observer,
+                ptq_iterations=args.ptq_iterations, **settings)
         except Exception as exc:  # noqa: BLE001
-            row("nnchip QAT (LSQ, KD)", bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
+            row(method, bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
     if not args.skip_brevitas:
         for bits in (8, 4):
             start = time.perf_counter()
@@ -309,12 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ptq-iterations", type=int, default=300)
     parser.add_argument("--ptq-w8", nargs="*", default=["calibrate", "calibrate,bias_correction"])
     parser.add_argument("--ptq-w4", nargs="*",
-                        default=["calibrate", "calibrate,bias_correction", "adaround", "brecq", "qdrop"])
+                        help=f"default: {' '.join(DEFAULT_PTQ_W4)} (+ smoothquant,qdrop on ViTs)")
     parser.add_argument("--qat-bits", nargs="*", type=int, default=[4, 2])
     parser.add_argument("--qat-steps", type=int, default=300)
     parser.add_argument("--qat-lr", type=float, default=0.002,
                         help="SGD learning rate (CNNs; BN is folded, so the float recipe's rates diverge)")
     parser.add_argument("--qat-lr-vit", type=float, default=1e-4, help="AdamW learning rate (ViTs)")
+    parser.add_argument("--qat-init", default="calibrate",
+                        help="PTQ method(s) that initialise QAT, comma-separated (e.g. qdrop)")
+    parser.add_argument("--qat-warmup", type=float, default=0.0, help="linear warm-up, fraction of the QAT steps")
+    parser.add_argument("--qat-distill-alpha", type=float, default=0.5, help="weight of the distillation term")
+    parser.add_argument("--qat-temperature", type=float, default=1.0, help="distillation temperature")
+    parser.add_argument("--qat-quant-lr-scale", type=float, default=1.0,
+                        help="learning rate of the LSQ step sizes as a multiple of the QAT learning rate")
     parser.add_argument("--skip-brevitas", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--timing-only", action="store_true", help="only the QAT step-time ratios (quiet machine)")

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from nnchip.core.errors import ConfigError, DataError
 from nnchip.data import load_digits_split
 from nnchip.models import build
+from nnchip.quant import QuantConfig, calibrate, default_act_spec, default_weight_spec, quantize
 from nnchip.train import TrainConfig, evaluate, load_weights, save_weights, train
 from nnchip.train.schedule import lr_at
 
@@ -71,6 +72,27 @@ def test_config_validation_names_the_field() -> None:
         TrainConfig(resume=True)
 
 
+def test_quantizer_parameters_follow_quant_lr_scale(digits) -> None:
+    float_model = build("cnn_tiny", in_channels=1, image_size=8, width=8).eval()
+    images = torch.stack([digits.train[i][0] for i in range(64)])
+    config = QuantConfig(weight=default_weight_spec(4, "lsq"), act=default_act_spec(4, "lsq"))
+
+    def trained(scale: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        qmodel = calibrate(quantize(float_model, config, example_inputs=images[:2]), [images])
+        steps = {n: p for n, p in qmodel.named_parameters() if n.endswith(".step")}
+        before = {n: p.detach().clone() for n, p in steps.items()}
+        train(qmodel, digits.train, TrainConfig(epochs=1, max_steps=5, lr=0.01, optimizer="adamw", weight_decay=0.5,
+                                               quant_lr_scale=scale, progress=False))
+        return before, {n: p.detach() for n, p in steps.items()}
+
+    before, after = trained(0.0)
+    assert before and all(torch.equal(before[n], after[n]) for n in before)  # frozen steps, no weight decay
+    before, after = trained(1.0)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    with pytest.raises(ConfigError, match="train.quant_lr_scale"):
+        TrainConfig(quant_lr_scale=-1.0)
+
+
 def test_schedules_are_pure_functions_of_the_step() -> None:
     assert lr_at(0, 100, 1.0, "cosine") == 1.0 and lr_at(100, 100, 1.0, "cosine") == pytest.approx(0.0)
     peak = max(lr_at(s, 100, 1.0, "onecycle") for s in range(100))
@@ -83,6 +105,7 @@ torch.set_num_threads(1)
 import torch.distributed as dist
 from nnchip.data import load_digits_split
 from nnchip.models import build
+from nnchip.quant import QuantConfig, calibrate, default_act_spec, default_weight_spec, quantize
 from nnchip.train import TrainConfig, save_weights, train
 split = load_digits_split()
 model = build("cnn_tiny", in_channels=1, image_size=8, width=8)

@@ -16,7 +16,10 @@ class TrainConfig:
     """epochs, batch_size, lr (peak), weight_decay, momentum, optimizer sgd|adamw, schedule cosine|onecycle|
     constant, warmup_epochs (cosine), label_smoothing, distill_alpha (weight of the KL term when a teacher is
     given) and distill_temperature, augment (random crop + flip for ≥16×16 images), seed, checkpoint_dir
-    (None: no checkpoints), resume (continue from the latest checkpoint there), progress (tqdm bars)."""
+    (None: no checkpoints), resume (continue from the latest checkpoint there), progress (tqdm bars),
+    max_steps (stop after this many optimizer steps; the schedule spans them), quant_lr_scale (learning rate
+    of quantizer parameters — modules with nnchip_kind "quantize", e.g. LSQ step sizes — as a multiple of
+    lr, on the same schedule; they get no weight decay, which would shrink the steps towards zero)."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -35,6 +38,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     max_steps: int | None = None
+    quant_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -50,6 +54,8 @@ class TrainConfig:
             ("distill_alpha", 0 <= self.distill_alpha <= 1, "in [0, 1]"),
             ("distill_temperature", self.distill_temperature > 0, "positive"),
             ("max_steps", self.max_steps is None or self.max_steps >= 1, "None or >= 1"),
+            ("quant_lr_scale", isinstance(self.quant_lr_scale, (int, float)) and self.quant_lr_scale >= 0,
+             "a non-negative number"),
         ]
         for name, ok, rule in checks:
             if not ok:

@@ -53,13 +53,23 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> T
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD/AdamW over two parameter groups: the model's weights, and its quantizer parameters (LSQ steps) at
+    `quant_lr_scale` × lr without weight decay; each group's "lr_scale" multiplies the scheduled rate."""
+    quant_ids = {id(p) for m in model.modules() if getattr(m, "nnchip_kind", None) == "quantize"
+                 for p in m.parameters(recurse=False)}
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise DataError("the model has no trainable parameters")
+    groups = [{"params": [p for p in params if id(p) not in quant_ids], "lr_scale": 1.0,
+               "weight_decay": config.weight_decay},
+              {"params": [p for p in params if id(p) in quant_ids], "lr_scale": float(config.quant_lr_scale),
+               "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    for group in groups:
+        group["lr"] = config.lr * group["lr_scale"]
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                           nesterov=config.momentum > 0)
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
 
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig, *, eval_data: Dataset | None = None,
@@ -99,7 +109,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *, eval_data: Da
             if config.augment and images.dim() == 4 and images.shape[-1] >= 16:
                 images = random_crop_flip(images, generator=generator)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, config.lr, config.schedule, warmup)
+                group["lr"] = group["lr_scale"] * lr_at(step, total_steps, config.lr, config.schedule, warmup)
             logits = net(images)
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
             if teacher is not None and config.distill_alpha > 0:
