@@ -192,17 +192,14 @@ def as_rows(t: Tensor, axis: int | None, channels: int) -> np.ndarray:
 
 def _rows_and_output(v: Tensor, axis: int | None, channels: int, out_dtype: torch.dtype) -> tuple[np.ndarray, Tensor,
                                                                                                    np.ndarray]:
-    """v's (rows, C) view, the output tensor (v's shape and layout) and the output's (rows, C) view."""
-    rows = as_rows(v, axis, channels)
-    axis_ = None if axis is None else axis % v.dim()
-    if axis_ is None or axis_ == v.dim() - 1:
-        out = torch.empty(v.shape, dtype=out_dtype)
-        return rows, out, out.numpy().reshape(-1, channels)
+    """v's (rows, C) view, the output tensor and the output's (rows, C) view: the output is allocated with the
+    channel axis last in memory, so `as_rows` views it without a copy."""
+    axis_ = v.dim() - 1 if axis is None else axis % v.dim()
     if v.dim() == 4 and axis_ == 1 and v.is_contiguous(memory_format=torch.channels_last):
         out = torch.empty(v.shape, dtype=out_dtype, memory_format=torch.channels_last)
-        return rows, out, out.permute(0, 2, 3, 1).numpy().reshape(-1, channels)
-    moved = torch.empty(v.movedim(axis_, -1).shape, dtype=out_dtype)
-    return rows, moved.movedim(-1, axis_), moved.numpy().reshape(-1, channels)
+    else:
+        out = torch.empty(v.movedim(axis_, -1).shape, dtype=out_dtype).movedim(-1, axis_)
+    return as_rows(v, axis, channels), out, as_rows(out, axis, channels)
 
 
 def per_channel(values: Tensor, channels: int) -> np.ndarray:
