@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(params=["fused", "torch"])
+def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The single-pass compiled kernels (numba) on, or off (NNCHIP_FUSED=0: chains of torch operations)."""
+    from nnchip.core import compiled
+
+    if request.param == "torch":
+        monkeypatch.setenv("NNCHIP_FUSED", "0")
+    compiled.refresh()
+    if request.param == "fused" and not compiled.available():
+        pytest.skip("numba is not installed: the fused kernels are off")
+    yield request.param
+    monkeypatch.undo()
+    compiled.refresh()

@@ -106,20 +106,21 @@ def test_requantize_is_within_one_lsb_of_the_real_value(acc: int, real: float, z
 @pytest.mark.parametrize("zero", [0.0, 3.0])
 @pytest.mark.parametrize("scale_shape", [(), (4, 1)])
 def test_fake_quantize_gradients_are_the_straight_through_ones(scale_shape: tuple[int, ...], zero: float,
-                                                               learned_zero_point: bool) -> None:
+                                                               learned_zero_point: bool, kernels: str) -> None:
     """The hand-written backward equals autograd through the reference expression (LSQ / LSQ+ gradients), for
-    per-tensor and per-row scales, zero and non-zero, learned and fixed zero points; a second backward through
+    per-tensor and per-row scales, zero and non-zero, learned and fixed zero points, on the compiled kernels
+    (per-tensor scales; the tensor is large enough for them) and on torch operations; a second backward through
     the same graph (retain_graph) gives the same gradients (the backward leaves its saved tensors intact)."""
     from nnchip.core.qmath import fake_quantize_affine, round_ste
 
     torch.manual_seed(0)
-    x = (torch.randn(4, 50) * 3).requires_grad_(True)
+    x = (torch.randn(4, 1250) * 3).requires_grad_(True)
     x.data[0, :4] = torch.tensor([-8.5, -7.5, 6.5, 7.5]) * 0.5  # rounding ties at the clip bounds (scale 0.5)
     scale = torch.full(scale_shape, 0.5).add_(torch.rand(scale_shape) * (0 if scale_shape == () else 1))
     scale.requires_grad_(True)
     zero_point = torch.full(scale_shape, zero, requires_grad=learned_zero_point)
     params = [x, scale, zero_point] if learned_zero_point else [x, scale]
-    upstream = torch.randn(4, 50)
+    upstream = torch.randn(4, 1250)
     reference = scale * (torch.clamp(round_ste(x / scale) + zero_point, -8, 7) - zero_point)
     expected = torch.autograd.grad((reference * upstream).sum(), params)
     value = fake_quantize_affine(x, scale, zero_point, -8, 7)
@@ -129,4 +130,4 @@ def test_fake_quantize_gradients_are_the_straight_through_ones(scale_shape: tupl
     second = torch.autograd.grad(loss, params)
     for a, b, c in zip(first, second, expected, strict=True):
         assert torch.equal(a, b)
-        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lowering_cases import PRECISIONS, lowered
 
+from nnchip.core import compiled
 from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import exp_shift_x0, softmax_exp_table
 from nnchip.core.intspec import IntSpec
@@ -219,17 +220,6 @@ def test_residual_add_fast_path_matches_the_reference(bits: int) -> None:
     assert torch.equal(run(graph, inputs).tensors["y"], run(graph, inputs, fast=False).tensors["y"])
 
 
-@pytest.fixture(params=["fused", "torch"])
-def kernels(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
-    """The plan's elementwise work on the fused kernels (numba) or on torch operations."""
-    fused.refresh()
-    if request.param == "fused" and not fused.available():
-        pytest.skip("numba is not installed: the fused kernels are off")
-    if request.param == "torch":
-        monkeypatch.setenv("NNCHIP_FUSED", "0")
-    return request.param
-
-
 @pytest.mark.parametrize("kind", ["cnn", "vit"])
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_fast_plan_equals_the_reference_on_every_tensor(kind: str, precision: str, kernels: str) -> None:
@@ -271,7 +261,7 @@ def test_softmax_fast_paths_match_the_reference_at_the_extremes(mode: str, in_bi
 @given(case=requant_cases, data=st.data())
 def test_fused_requant_kernels_equal_the_contract(case, data) -> None:
     """The compiled single-pass requantizations (one product, and split) on ties, window edges and extremes."""
-    fused.refresh()
+    compiled.refresh()
     if not fused.available():
         return
     m0, n, zp, (lo, hi) = case

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nnchip.core import fused_fake_quant
+
 
 def round_ste(x: Tensor) -> Tensor:
     """round(x) in the forward pass, identity gradient in the backward pass (straight-through)."""
@@ -53,6 +55,13 @@ class _FakeQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:  # type: ignore[override]
+        ctx.fused = fused_fake_quant.usable(x, scale, zero_point)
+        if ctx.fused:  # the same values in one compiled pass
+            shift = float(zero_point)
+            out, mask, local = fused_fake_quant.forward(x, float(scale), qmin - shift, qmax - shift,
+                                                        with_local=ctx.needs_input_grad[1])
+            ctx.save_for_backward(mask, local, scale)
+            return out
         ratio = x / scale
         rounded = torch.round(ratio)
         codes = _clip(rounded, zero_point, qmin, qmax)  # q − z
@@ -64,6 +73,13 @@ class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         mask, local, scale = ctx.saved_tensors
+        if ctx.fused:
+            grad_x, local_sum, inside_sum, total = fused_fake_quant.backward(
+                grad, mask, local, with_zero_point=ctx.needs_input_grad[2])
+            grad_scale = torch.full_like(scale, local_sum) if ctx.needs_input_grad[1] else None
+            grad_zero_point = (torch.full_like(scale, (inside_sum - total) * float(scale))
+                               if ctx.needs_input_grad[2] else None)
+            return grad_x if ctx.needs_input_grad[0] else None, grad_scale, grad_zero_point, None, None
         inside = grad * mask if ctx.needs_input_grad[0] or ctx.needs_input_grad[2] else None
         grad_scale = (local * grad).sum_to_size(scale.shape) if ctx.needs_input_grad[1] else None
         grad_zero_point = None

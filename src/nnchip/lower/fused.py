@@ -11,64 +11,27 @@ instead of four to ten full passes over float64 temporaries.
 
 Kernels release the GIL; with more than one torch thread the softmax and LayerNorm rows are split across a
 thread pool (see `_over_rows`).
-`NNCHIP_FUSED=0` in the environment disables them.
+`NNCHIP_FUSED=0` in the environment disables them (`nnchip.core.compiled`).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from nnchip.core.compiled import available, compiled, thread_pool
+
 MIN_PARALLEL_ELEMENTS = 1 << 16
-
-
-@functools.lru_cache(maxsize=1)
-def _numba() -> Any:
-    """The numba module, imported on first use (it takes most of a second), or None when it is not installed."""
-    try:
-        return importlib.import_module("numba")
-    except ImportError:
-        return None
-
-
-_ENABLED: list[bool] = []  # [the setting read by the last `refresh`]
-
-
-def refresh() -> None:
-    """Re-read NNCHIP_FUSED (the interpreter calls this once per run)."""
-    _ENABLED[:] = [os.environ.get("NNCHIP_FUSED", "1") != "0" and _numba() is not None]
-
-
-def available() -> bool:
-    if not _ENABLED:
-        refresh()
-    return _ENABLED[0]
 
 
 def usable(t: Tensor) -> bool:
     """The kernels are available and t is a non-empty tensor with at least one axis."""
     return available() and t.dim() > 0 and t.numel() > 0
-
-
-_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
-
-
-def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
-    """`function` compiled by numba (per argument types on first call, cached on disk), GIL released, IEEE
-    semantics (no fast-math)."""
-    kernel = _COMPILED.get(function)
-    if kernel is None:
-        kernel = _COMPILED[function] = _numba().njit(cache=True, nogil=True, fastmath=False)(function)
-    return kernel
 
 
 # ---------------------------------------------------------------- kernels
@@ -149,11 +112,6 @@ def _gather2(a: Any, b: Any, table: Any, out: Any) -> None:  # pragma: no cover 
 
 # ---------------------------------------------------------------- dispatch
 
-@functools.lru_cache(maxsize=1)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnchip-fused")
-
-
 def _over_rows(kernel: Callable[..., None], arrays: list[np.ndarray], scalars: tuple[Any, ...],
                out: np.ndarray, row_arrays: int, *, parallel: bool = False) -> None:
     """kernel(*arrays, *scalars, out); with `parallel`, the first `row_arrays` arrays and `out` are split along
@@ -162,7 +120,7 @@ def _over_rows(kernel: Callable[..., None], arrays: list[np.ndarray], scalars: t
     Only the row kernels with work per element (softmax, LayerNorm) go parallel: measured with 2 threads, the
     single-pass requantizations and gathers got slower split across a Python thread pool, whose thread then
     shares the cores with torch's OpenMP workers still spinning after the preceding GEMM."""
-    kernel = _compiled(kernel)
+    kernel = compiled(kernel)
     workers = torch.get_num_threads()
     rows = out.shape[0]
     if not parallel or workers <= 1 or out.size < MIN_PARALLEL_ELEMENTS or rows < workers:
@@ -171,7 +129,7 @@ def _over_rows(kernel: Callable[..., None], arrays: list[np.ndarray], scalars: t
     bounds = np.linspace(0, rows, workers + 1).astype(int)
     parts = [[a[start:stop] if n < row_arrays else a for n, a in enumerate(arrays)] + [*scalars, out[start:stop]]
              for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
-    futures = [_pool(workers - 1).submit(kernel, *part) for part in parts[1:]]
+    futures = [thread_pool(workers - 1).submit(kernel, *part) for part in parts[1:]]
     kernel(*parts[0])  # the calling thread takes the first part
     for future in futures:
         future.result()

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from nnchip.core import compiled
 from nnchip.core.errors import ConversionError
 from nnchip.core.int_nonlinear import int_layernorm_core, shift_gelu, shiftmax, table_softmax
 from nnchip.core.intmath import Rounding, requantize
-from nnchip.lower import fused
 from nnchip.lower.fast_paths import Conv2dFn, exact_gemm, linear_fn, matmul_exact, requantize_inplace
 from nnchip.lower.intgraph import IntGraph, IntNode
 from nnchip.lower.plan import (
@@ -101,7 +101,7 @@ def run(graph: IntGraph, inputs: Tensor | list[Tensor], *, overflow: str = "erro
         raise ConversionError(f"overflow must be 'error' or 'report', got {overflow!r}")
     if keep not in ("all", "outputs"):
         raise ConversionError(f"keep must be 'all' or 'outputs', got {keep!r}")
-    fused.refresh()
+    compiled.refresh()
     plan = plan_for(graph, reference_step) if fast else reference_plan(graph, reference_step)
     feeds = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     values: dict[str, Tensor] = {}
