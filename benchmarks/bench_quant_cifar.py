@@ -264,6 +264,7 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
 
 
 def timing(model: nn.Module, name: str, calib: Tensor, emit: Callable[[dict], None], args: argparse.Namespace) -> None:
+    from nnchip.core import compiled
     from nnchip.quant import quantize
 
     x = calib[:128]
@@ -275,7 +276,8 @@ def timing(model: nn.Module, name: str, calib: Tensor, emit: Callable[[dict], No
         qmodel(x)
     models: list[nn.Module] = [float_model, qmodel]
     record: dict[str, Any] = {"model": name, "method": "QAT step time", "batch": 128, "threads": args.threads,
-                              "timing": "median of 50 steps after 10 warm-up, models interleaved step by step"}
+                              "timing": "median of 50 steps after 10 warm-up, models interleaved step by step",
+                              "compiled_fake_quant": compiled.available() and torch.get_num_threads() == 1}
     if not args.skip_brevitas:
         try:
             bq = brevitas_quantize(model, 4, 4, num_classes=10, equalize=False)

@@ -124,3 +124,18 @@ def test_a_vit_qat_step_is_the_same_on_the_kernels(monkeypatch: pytest.MonkeyPat
     assert fused_grads.keys() == torch_grads.keys() and len(fused_grads) > 50
     for name, grad in fused_grads.items():
         torch.testing.assert_close(grad, torch_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_changing_the_input_in_place_before_the_backward_is_an_error(kernels: str) -> None:
+    """The kernels keep x for the backward pass: editing it in place afterwards raises instead of giving wrong
+    gradients (the torch chain keeps its own tensors and is unaffected)."""
+    x = torch.randn(8192, requires_grad=True)
+    produced = x * 1.0
+    out = fake_quantize_affine(produced, torch.tensor(0.1, requires_grad=True), torch.tensor(0.0), -8, 7)
+    produced.add_(1.0)
+    if kernels == "fused":
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+    else:
+        out.sum().backward()
+        assert x.grad is not None

@@ -51,17 +51,17 @@ class _FakeQuantize(torch.autograd.Function):
     qmax − z), the same integers without two passes. The range mask is a float 0/1 tensor written by `eq` over
     the unclipped codes' buffer (boolean masks cost several times a float pass on CPU), and the LSQ factor
     (q − z) − m·x/s overwrites x/s: each pass reads or writes one of x's size, and the step is bound by memory
-    traffic, not arithmetic."""
+    traffic, not arithmetic. With one torch thread and a per-tensor scale, `fused_fake_quant` computes the same
+    in one compiled pass each way."""
 
     @staticmethod
     def forward(ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:  # type: ignore[override]
         ctx.fused = fused_fake_quant.usable(x, scale, zero_point)
-        if ctx.fused:  # the same values in one compiled pass
+        if ctx.fused:  # the same values in one compiled pass; the backward recomputes the mask from x
             shift = float(zero_point)
-            out, mask, local = fused_fake_quant.forward(x, float(scale), qmin - shift, qmax - shift,
-                                                        with_local=ctx.needs_input_grad[1])
-            ctx.save_for_backward(mask, local, scale)
-            return out
+            ctx.bounds = (float(scale), qmin - shift, qmax - shift)
+            ctx.save_for_backward(x, scale)
+            return fused_fake_quant.forward(x, *ctx.bounds)
         ratio = x / scale
         rounded = torch.round(ratio)
         codes = _clip(rounded, zero_point, qmin, qmax)  # q − z
@@ -72,14 +72,15 @@ class _FakeQuantize(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        mask, local, scale = ctx.saved_tensors
         if ctx.fused:
+            x, scale = ctx.saved_tensors
             grad_x, local_sum, inside_sum, total = fused_fake_quant.backward(
-                grad, mask, local, with_zero_point=ctx.needs_input_grad[2])
+                grad, x, *ctx.bounds, with_local=ctx.needs_input_grad[1], with_zero_point=ctx.needs_input_grad[2])
             grad_scale = torch.full_like(scale, local_sum) if ctx.needs_input_grad[1] else None
             grad_zero_point = (torch.full_like(scale, (inside_sum - total) * float(scale))
                                if ctx.needs_input_grad[2] else None)
             return grad_x if ctx.needs_input_grad[0] else None, grad_scale, grad_zero_point, None, None
+        mask, local, scale = ctx.saved_tensors
         inside = grad * mask if ctx.needs_input_grad[0] or ctx.needs_input_grad[2] else None
         grad_scale = (local * grad).sum_to_size(scale.shape) if ctx.needs_input_grad[1] else None
         grad_zero_point = None
