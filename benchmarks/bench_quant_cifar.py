@@ -60,6 +60,20 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     return load_weights(model, path).eval(), {"name": name, **meta}
 
 
+def integer_top1(qmodel: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
+    """Top-1 of the fake-quant model lowered to the integer graph and run by the interpreter."""
+    from nnchip.lower import lower, run
+    from nnchip.lower.demo_stage import integer_inputs
+
+    graph = lower(qmodel)
+    correct = 0
+    for i in range(0, x.shape[0], batch):
+        x_int = integer_inputs(qmodel, graph.inputs[0], x[i:i + batch])
+        logits = run(graph, x_int, keep="outputs").tensors[graph.outputs[0]]
+        correct += int((logits.argmax(dim=-1) == y[i:i + batch]).sum())
+    return correct / x.shape[0]
+
+
 def top1(model: nn.Module, x: Tensor, y: Tensor, batch: int = 500) -> float:
     model.eval()
     correct = 0
@@ -245,8 +259,9 @@ def run_model(ckpt: Path, args: argparse.Namespace, data: tuple[Tensor, ...], em
             settings = qat(qmodel, model, train_x, train_y, args, vit=is_vit)
             save_weights(qmodel, args.out / f"{name}_w{bits}a{bits}_qat.safetensors")  # for lowering checks
             acc = top1(qmodel, test_x, test_y)
-            row(method, bits, bits, acc, time.perf_counter() - start, init_acc=init_acc, act_observer=observer,
-                ptq_iterations=args.ptq_iterations, **settings)
+            int_acc = integer_top1(qmodel, test_x, test_y)
+            row(method, bits, bits, acc, time.perf_counter() - start, init_acc=init_acc, int_acc=int_acc,
+                act_observer=observer, ptq_iterations=args.ptq_iterations, **settings)
         except Exception as exc:  # noqa: BLE001
             row(method, bits, bits, None, time.perf_counter() - start, error=_one_line(exc))
     if not args.skip_brevitas:

@@ -17,12 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quant_cifar import DEFAULT_DATA, load_checkpoint, load_cifar, quant_config, top1  # noqa: E402
+from bench_quant_cifar import DEFAULT_DATA, integer_top1, load_checkpoint, load_cifar, quant_config, top1  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nnchip.lower import lower, run
-    from nnchip.lower.demo_stage import integer_inputs
     from nnchip.quant import quantize
     from nnchip.train import load_weights
 
@@ -43,14 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     qmodel.eval()
     fake_acc = top1(qmodel, test_x, test_y)
     start = time.perf_counter()
-    graph = lower(qmodel)
-    correct = 0
-    for i in range(0, test_x.shape[0], args.batch):
-        x_int = integer_inputs(qmodel, graph.inputs[0], test_x[i:i + args.batch])
-        logits = run(graph, x_int, keep="outputs").tensors[graph.outputs[0]]
-        correct += int((logits.argmax(dim=-1) == test_y[i:i + args.batch]).sum())
+    int_acc = integer_top1(qmodel, test_x, test_y, args.batch)
     record = {"model": meta["name"], "weights": str(args.weights), "w_bits": args.bits, "a_bits": args.bits,
-              "n_test": int(test_x.shape[0]), "fake_quant_acc": fake_acc, "int_acc": correct / test_x.shape[0],
+              "n_test": int(test_x.shape[0]), "fake_quant_acc": fake_acc, "int_acc": int_acc,
               "int_seconds": round(time.perf_counter() - start, 1)}
     print(json.dumps(record))
     return 0
