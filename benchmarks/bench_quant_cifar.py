@@ -289,24 +289,28 @@ def timing(model: nn.Module, name: str, calib: Tensor, emit: Callable[[dict], No
     with torch.no_grad():
         qmodel.eval()
         qmodel(x)
-    models: list[nn.Module] = [float_model, qmodel]
+    models: dict[str, nn.Module] = {"float": float_model, "nnchip_w4a4": qmodel}
     record: dict[str, Any] = {"model": name, "method": "QAT step time", "batch": 128, "threads": args.threads,
                               "timing": "median of 50 steps after 10 warm-up, models interleaved step by step",
                               "compiled_fake_quant": compiled.available() and torch.get_num_threads() == 1}
+    if args.compile:  # TrainConfig(compile=True): the first warm-up step compiles
+        models["nnchip_w4a4_torch_compile"] = torch.compile(copy.deepcopy(qmodel))
     if not args.skip_brevitas:
         try:
             bq = brevitas_quantize(model, 4, 4, num_classes=10, equalize=False)
             with torch.no_grad():
                 bq.eval()
                 bq(x)
-            models.append(bq)
+            models["brevitas_w4a4"] = bq
         except Exception as exc:  # noqa: BLE001
             record.update(brevitas_error=_one_line(exc))
-    seconds = median_step_seconds(models, x, y)
-    float_s, ours = seconds[0], seconds[1]
-    record.update(float_step_s=float_s, nnchip_w4a4_step_s=ours, nnchip_ratio=ours / float_s)
-    if len(seconds) > 2:
-        record.update(brevitas_w4a4_step_s=seconds[2], brevitas_ratio=seconds[2] / float_s)
+    seconds = dict(zip(models, median_step_seconds(list(models.values()), x, y), strict=True))
+    record["float_step_s"] = seconds["float"]
+    ratio_keys = {"nnchip_w4a4": "nnchip_ratio", "nnchip_w4a4_torch_compile": "nnchip_torch_compile_ratio",
+                  "brevitas_w4a4": "brevitas_ratio"}
+    for label, ratio_key in ratio_keys.items():
+        if label in seconds:
+            record.update({f"{label}_step_s": seconds[label], ratio_key: seconds[label] / seconds["float"]})
     emit(record)
 
 
@@ -342,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-brevitas", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--timing-only", action="store_true", help="only the QAT step-time ratios (quiet machine)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the QAT step through torch.compile (TrainConfig.compile)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -380,8 +386,10 @@ def markdown_table(records: list[dict]) -> str:
     for r in records:
         if r.get("method") == "QAT step time":
             b = f"{r['brevitas_ratio']:.2f}×" if "brevitas_ratio" in r else r.get("brevitas_error", "n/a")
+            compiled = f", with torch.compile {r['nnchip_torch_compile_ratio']:.2f}×" if (
+                "nnchip_torch_compile_ratio" in r) else ""
             lines.append(f"\nQAT step ÷ float step, {r['model']} (batch 128, {r['threads']} threads, median of 50): "
-                         f"nnchip {r['nnchip_ratio']:.2f}×, Brevitas {b} "
+                         f"nnchip {r['nnchip_ratio']:.2f}×{compiled}, Brevitas {b} "
                          f"(float step {1000 * r['float_step_s']:.0f} ms)")
     return "\n".join(lines)
 

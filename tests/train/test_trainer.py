@@ -125,3 +125,26 @@ def test_ddp_two_processes_end_with_equal_weights(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     initial = build("cnn_tiny", in_channels=1, image_size=8, width=8).state_dict()
     assert not torch.equal(initial["conv1.weight"], a["conv1.weight"])
+
+
+def test_compiled_qat_follows_the_eager_run(digits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`compile=True` trains the same fake-quant model as eager mode, to float rounding (the compiler fuses the
+    elementwise work and so rounds some sums differently); without a C++ compiler it is a one-line error."""
+    float_model = build("cnn_tiny", in_channels=1, image_size=8, width=8).eval()
+    images = torch.stack([digits.train[i][0] for i in range(64)])
+    config = QuantConfig(weight=default_weight_spec(4, "lsq"), act=default_act_spec(4, "lsq"))
+    start = calibrate(quantize(float_model, config, example_inputs=images[:2]), [images])
+    runs = []
+    for compiled in (False, True):
+        qmodel = quantize(float_model, config, example_inputs=images[:2])
+        qmodel.load_state_dict(start.state_dict())
+        result = train(qmodel, digits.train, TrainConfig(epochs=1, max_steps=3, lr=0.01, progress=False,
+                                                         compile=compiled))
+        runs.append((result.final_loss, qmodel.state_dict()))
+    (eager_loss, eager_state), (compiled_loss, compiled_state) = runs
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
+    for name, value in eager_state.items():
+        torch.testing.assert_close(compiled_state[name], value, rtol=1e-3, atol=1e-5, msg=name)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ConfigError, match="train.compile needs a C\\+\\+ compiler"):
+        train(start, digits.train, TrainConfig(epochs=1, max_steps=1, progress=False, compile=True))

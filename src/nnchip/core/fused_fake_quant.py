@@ -35,6 +35,8 @@ def usable(x: Tensor, scale: Tensor, zero_point: Tensor) -> bool:
     One thread only: with two, a W4A4 ViT QAT step measured the same with and without the kernels (torch's
     chain runs each pass on both cores), and slower with the kernels split across a Python thread pool (the
     pool thread shares a core with torch's OpenMP worker, which keeps spinning after each torch operation)."""
+    if torch.compiler.is_compiling():
+        return False
     return (torch.get_num_threads() == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
             and x.numel() >= MIN_ELEMENTS and x.is_contiguous() and scale.numel() == 1
             and zero_point.numel() == 1 and scale.dtype == torch.float32 and available())

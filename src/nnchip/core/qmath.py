@@ -92,6 +92,9 @@ class _FakeQuantize(torch.autograd.Function):
 def _clip(codes: Tensor, zero_point: Tensor, qmin: int, qmax: int) -> Tensor:
     """clip(codes + z, qmin, qmax) − z as a new tensor, with z folded into the bounds (exact for integer codes
     and zero points; a per-tensor zero point as Python numbers, since tensor bounds cost several passes)."""
+    if torch.compiler.is_compiling():  # no host reads in a compiled graph; the compiler fuses the bounds
+        shift = zero_point.detach()
+        return torch.minimum(torch.maximum(codes, qmin - shift), qmax - shift)
     if zero_point.numel() == 1:
         shift = float(zero_point)
         return codes.clamp(qmin - shift, qmax - shift)

@@ -19,7 +19,10 @@ class TrainConfig:
     (None: no checkpoints), resume (continue from the latest checkpoint there), progress (tqdm bars),
     max_steps (stop after this many optimizer steps; the schedule spans them), quant_lr_scale (learning rate
     of quantizer parameters — modules with nnchip_kind "quantize", e.g. LSQ step sizes — as a multiple of
-    lr, on the same schedule; they get no weight decay, which would shrink the steps towards zero)."""
+    lr, on the same schedule; they get no weight decay, which would shrink the steps towards zero), compile
+    (run the training forward and backward through `torch.compile`: the first step compiles for a minute or
+    two and needs a C++ compiler, after which fake quantization fuses with its neighbouring operations — a
+    W4A4 ViT QAT step on 2 CPU threads fell from 1.76× to 1.31× of the float step; off by default)."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -39,6 +42,7 @@ class TrainConfig:
     progress: bool = True
     max_steps: int | None = None
     quant_lr_scale: float = 1.0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -56,6 +60,7 @@ class TrainConfig:
             ("max_steps", self.max_steps is None or self.max_steps >= 1, "None or >= 1"),
             ("quant_lr_scale", isinstance(self.quant_lr_scale, (int, float)) and self.quant_lr_scale >= 0,
              "a non-negative number"),
+            ("compile", isinstance(self.compile, bool), "true or false"),
         ]
         for name, ok, rule in checks:
             if not ok:

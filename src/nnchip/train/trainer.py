@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from nnchip.core.errors import DataError
+from nnchip.core.errors import ConfigError, DataError
 from nnchip.data.augment import random_crop_flip
 from nnchip.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from nnchip.train.config import TrainConfig
@@ -88,6 +89,8 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *, eval_data: Da
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     warmup = int(config.warmup_epochs * steps_per_epoch)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if _distributed() else model
+    if config.compile:
+        net = compiled_for_training(net)
     optimizer = _optimizer(model, config)
     step, start_epoch = 0, 0
     if config.resume and config.checkpoint_dir and (found := latest_checkpoint(config.checkpoint_dir)):
@@ -137,6 +140,13 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, *, eval_data: Da
     model.eval()
     return TrainResult(epochs=config.epochs, steps=step, final_loss=last_loss,
                        seconds=time.perf_counter() - started, eval_acc=eval_acc)
+
+
+def compiled_for_training(net: nn.Module) -> nn.Module:
+    """`torch.compile(net)` (inductor), after checking that the C++ compiler its CPU kernels need is present."""
+    if not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
+        raise ConfigError("train.compile needs a C++ compiler (g++, c++ or clang++) on PATH for torch.compile")
+    return torch.compile(net)
 
 
 @torch.no_grad()
