@@ -192,3 +192,22 @@ def test_uniform_grid_properties(bits: int, signed: bool, symmetric: bool, value
     zero = q(torch.zeros(1))
     assert float(zero) == 0.0 or not (grid.qmin <= float(q.get_zero_point()) <= grid.qmax)  # 0 is exact
     assert float(q.get_zero_point()) == round(float(q.get_zero_point()))
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.17677669529663687, 0.3])
+def test_integer_input_codes_are_the_same_inside_a_compiled_graph(factor: float) -> None:
+    """The integer LayerNorm's input codes, computed with a tensor scale while compiling (no graph break), equal
+    the eager ones bit for bit, ties included, for exact and inexact scale factors."""
+    from nnchip.quant.nonlinear import _IntegerInput
+    from nnchip.quant.quantizers.lsq import LSQQuantizer
+
+    source = LSQQuantizer(QuantSpec(bits=8, quantizer="lsq", signed=True, symmetric=False), role="act")
+    source.initialize_from_tensor(torch.randn(4, 65, 128) * 3)
+    with torch.no_grad():
+        source.step.mul_(1.000731)
+    integer_input = _IntegerInput(source, factor)
+    codes = torch.compile(integer_input.codes, fullgraph=True)
+    x = torch.randn(4, 65, 128) * 3
+    scale = float(source.get_scale().detach()) * factor
+    x.view(-1)[:1000] = (torch.arange(1000) - 500 + 0.5) * scale  # halfway between codes
+    assert torch.equal(codes(x), integer_input.integer_values(x)[0])

@@ -63,6 +63,15 @@ class _IntegerInput(nn.Module):
         scale = self.input_scale()
         return (x.detach() / scale).round_(), scale
 
+    def codes(self, x: Tensor) -> Tensor:
+        """x/S rounded, in x's float dtype (`integer_values` without S). While compiling, S stays a tensor, so
+        the graph does not break for a host read: the same float64 product S, and a float32 x divided by a
+        0-dimensional S computes in float32 either way."""
+        if torch.compiler.is_compiling():
+            scale = (self._source.get_scale().detach().double() * self.factor).reshape(())
+            return (x.detach() / scale).round_()
+        return self.integer_values(x)[0]
+
     def code_span(self) -> int:
         """qmax − qmin of the input grid: the widest spread of the integers."""
         spec = self._source.grid.spec
@@ -151,7 +160,7 @@ class IntegerLayerNorm(nn.LayerNorm):
         reference = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
         if self.input.active():
             if self.sqrt_mode == "exact" and layernorm_float_is_exact(x.shape[-1], self.input.code_span()):
-                normalised = int_layernorm_core_float(self.input.integer_values(x)[0]).to(x.dtype)
+                normalised = int_layernorm_core_float(self.input.codes(x)).to(x.dtype)
             else:
                 q, _ = self.input.integers(x)
                 normalised = int_layernorm_core(q, sqrt_mode=self.sqrt_mode).to(x.dtype)
