@@ -17,8 +17,10 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread() -> None:
+    """Every test starts seeded and on one torch thread (the CLI's --threads sets the process-wide count)."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
