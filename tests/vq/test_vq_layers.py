@@ -15,6 +15,7 @@ from nnchip.lower.vq_ops import run_vq_encode
 from nnchip.models import build
 from nnchip.vq import METRICS, LUTLayer, VQConfig, VQTrainConfig, lut_layers, vq
 from nnchip.vq.integer import encode_int, gather_accumulate, integer_tables
+from nnchip.vq.metrics import SEARCH_BLOCK
 
 X = torch.randn(32, 1, 8, 8)
 
@@ -149,6 +150,35 @@ def test_search_without_gradient_finds_the_nearest_centroid_of_the_distance(metr
     chosen = METRICS.get(metric)
     for points in (x, strided):
         assert torch.equal(chosen.search(points, codebook), chosen.distance(points, codebook).argmin(-1))
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "chebyshev"])
+def test_blocked_search_equals_the_search_over_all_sub_vectors_at_once(metric: str) -> None:
+    torch.manual_seed(0)
+    n = 2 * SEARCH_BLOCK + 37  # two full blocks and a partial one
+    points = torch.randn(n, 3, 4).transpose(0, 1)  # (G, N, v), strided like the layer's rows
+    codebook = torch.randn(3, 16, 4)
+    chosen = METRICS.get(metric)
+    whole = (chosen.fast_search(points, codebook) if chosen.fast_search is not None
+             else chosen.distance(points, codebook).argmin(-1))
+    assert torch.equal(chosen.search(points, codebook), whole)
+
+
+def test_nearest_rows_and_their_codebook_gradient_match_a_gather_of_the_centroids() -> None:
+    torch.manual_seed(0)
+    layer = LUTLayer(nn.Conv2d(8, 16, 3, padding=1), v=4, k=16, metric="l2")
+    with torch.no_grad():
+        layer.codebooks.normal_()
+    index = torch.randint(0, 16, (layer.num_codebooks, 300))  # (C, N)
+    upstream = torch.randn(300, layer.in_features)
+    rows = layer.nearest(index)  # (N, D)
+    (grad,) = torch.autograd.grad(rows, layer.codebooks, upstream)
+    book = layer.codebooks.detach().clone().requires_grad_(True)
+    gathered = torch.gather(book, 1, index.unsqueeze(-1).expand(-1, -1, 4))  # (C, N, v)
+    reference = gathered.transpose(0, 1).reshape(300, layer.in_features)
+    (reference_grad,) = torch.autograd.grad(reference, book, upstream)
+    assert torch.equal(rows, reference)
+    torch.testing.assert_close(grad, reference_grad)
 
 
 def test_eval_forward_with_quantized_tables_is_the_integer_accumulator_at_its_scale() -> None:

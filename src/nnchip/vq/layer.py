@@ -128,14 +128,19 @@ class LUTLayer(nn.Module):
             return None, metric.search(groups, self.codebooks)
         return distances, nearest_index(distances)
 
+    def flat_index(self, index: Tensor) -> Tensor:
+        """Indices (C, N) -> (N, C) row numbers in the codebooks or tables flattened to (C·K, ...)."""
+        return index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k
+
     def nearest(self, index: Tensor) -> Tensor:
-        """Nearest centroids (C, N, v) of indices (C, N); differentiable with respect to the codebooks."""
-        return torch.gather(self.codebooks, 1, index.unsqueeze(-1).expand(-1, -1, self.v))
+        """Nearest centroids of indices (C, N), concatenated per row: x̂ (N, D); differentiable with respect to the
+        codebooks (an index_select of the flattened codebooks: its backward is a row-wise index_add)."""
+        flat = self.flat_index(index).reshape(-1)  # (N·C,)
+        return torch.index_select(self.codebooks.reshape(-1, self.v), 0, flat).reshape(-1, self.in_features)
 
     def gather(self, tables: Tensor, index: Tensor) -> Tensor:
         """Σ_c tables[c, index[c, n]] (+ bias): tables (C, K, M), index (C, N) -> (N, M)."""
-        flat = index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k  # (N, C) rows of (C·K, M)
-        total = F.embedding_bag(flat, tables.reshape(-1, self.out_features), mode="sum")
+        total = F.embedding_bag(self.flat_index(index), tables.reshape(-1, self.out_features), mode="sum")
         return total if self.bias is None else total + self.bias
 
     def integer_gather(self, index: Tensor) -> Tensor:
@@ -143,8 +148,8 @@ class LUTLayer(nn.Module):
         the bias from `integer_tables`/`integer_bias` (float64, as the lowering builds them) and the sum exact in
         float64 — so the fake-quant output is the integer accumulator at its scale, as for conv/linear layers."""
         tables, scales = integer_tables(self.flat_weight(), self.codebooks, self.table_bits, self.table_granularity)
-        flat = index.transpose(0, 1) + torch.arange(self.num_codebooks) * self.k  # (N, C)
-        total = F.embedding_bag(flat, tables.reshape(-1, self.out_features).to(torch.float64), mode="sum")
+        total = F.embedding_bag(self.flat_index(index), tables.reshape(-1, self.out_features).to(torch.float64),
+                                mode="sum")
         total.add_(integer_bias(self.bias, scales).to(torch.float64))
         return total.mul_(scales).to(self.codebooks.dtype)  # (N, M)
 
@@ -172,7 +177,7 @@ class LUTLayer(nn.Module):
             value = self.gather(self.dequantized_tables() if self.quantize_tables else self.tables(), index)
         weight = self.flat_weight()
         if mode == "reconstruct":
-            x_hard = self.nearest(index).transpose(0, 1).reshape(n, self.in_features)  # (N, D)
+            x_hard = self.nearest(index)  # (N, D)
             exact = self.exact_rows(x)  # x·Wᵀ + b: its gradient is the straight-through path
             target = exact.detach()
             hard = F.linear(x_hard, weight.detach(), None if self.bias is None else self.bias.detach())

@@ -31,13 +31,19 @@ class Metric:
     fast_search: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def search(self, x: Tensor, codebook: Tensor) -> Tensor:
-        """Nearest indices (G, N) of x (G, N, v) in codebook (G, K, v), without gradient."""
-        if self.fast_search is not None:
-            return self.fast_search(x, codebook)
-        return nearest_index(self.distance(x, codebook))
+        """Nearest indices (G, N) of x (G, N, v) in codebook (G, K, v), without gradient.
+
+        Runs over blocks of SEARCH_BLOCK sub-vectors so that the (G, block, K) distances stay in cache instead of
+        materialising (G, N, K); every index is computed exactly as on the whole tensor."""
+        search = self.fast_search or (lambda part, book: nearest_index(self.distance(part, book)))
+        out = torch.empty(x.shape[0], x.shape[1], dtype=torch.int64)
+        for start in range(0, x.shape[1], SEARCH_BLOCK):
+            out[:, start:start + SEARCH_BLOCK] = search(x[:, start:start + SEARCH_BLOCK], codebook)
+        return out
 
 
 METRICS: Registry[Metric] = Registry("vq metric")
+SEARCH_BLOCK = 4096  # sub-vectors per block of `Metric.search`
 
 
 def nearest_index(distances: Tensor) -> Tensor:
