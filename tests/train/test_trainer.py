@@ -70,6 +70,8 @@ def test_config_validation_names_the_field() -> None:
         TrainConfig(schedule="linear")
     with pytest.raises(ConfigError, match="train.resume needs train.checkpoint_dir"):
         TrainConfig(resume=True)
+    with pytest.raises(ConfigError, match="train.compile must be true or false"):
+        TrainConfig(compile="yes")  # type: ignore[arg-type]
 
 
 def test_quantizer_parameters_follow_quant_lr_scale(digits) -> None:

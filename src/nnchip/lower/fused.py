@@ -202,10 +202,15 @@ def softmax(x: Tensor, table: np.ndarray, width: int, numerator: float, total_ma
     return out
 
 
+def as_bytes(x: Tensor) -> Tensor:
+    """The stored bytes of an 8-bit tensor (an int8 value x reads as x mod 256)."""
+    return x.view(torch.uint8) if x.dtype == torch.int8 else x
+
+
 def gather_bytes(table: Tensor, args: list[Tensor]) -> Tensor:
     """table[byte] or table[byte_a·256 + byte_b] for one or two same-shape 8-bit inputs (their stored bytes)."""
     out = torch.empty(args[0].shape, dtype=table.dtype)
-    flat = [(x.view(torch.uint8) if x.dtype == torch.int8 else x).contiguous().numpy().reshape(-1) for x in args]
+    flat = [as_bytes(x).contiguous().numpy().reshape(-1) for x in args]
     kernel = _gather1 if len(flat) == 1 else _gather2
     _over_rows(kernel, [*flat, table.numpy()], (), out.numpy().reshape(-1), row_arrays=len(flat))
     return out

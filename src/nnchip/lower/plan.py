@@ -509,9 +509,9 @@ class _Table:
         if self.wrapped and fused.usable(args[0]) and len(args) <= 2 and all(x.shape == args[0].shape for x in args):
             return fused.gather_bytes(self.table, args)
         if self.wrapped:
-            index = as_bytes(args[-1]).to(torch.int32)
+            index = fused.as_bytes(args[-1]).to(torch.int32)
             for position, x in enumerate(reversed(args[:-1]), start=1):
-                byte = as_bytes(x)
+                byte = fused.as_bytes(x)
                 if byte.shape == index.shape:
                     index.add_(byte, alpha=256**position)
                 else:  # broadcast operands
@@ -525,11 +525,6 @@ class _Table:
         if self.base:
             index.sub_(self.base)
         return gather(self.table, index)
-
-
-def as_bytes(x: Tensor) -> Tensor:
-    """The stored bytes of an 8-bit tensor (an int8 value x reads as x mod 256)."""
-    return x.view(torch.uint8) if x.dtype == torch.int8 else x
 
 
 def gather(table: Tensor, index: Tensor) -> Tensor:
